@@ -1,0 +1,171 @@
+"""``dpa``: the operator's command line (seed demo data, load days through Dagster, inspect the ledger)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+from dpa_assets.settings import ENV_LANDING_DIR
+
+
+def _dagster_home() -> Path:
+    """Use ``DAGSTER_HOME`` or ``./.dagster_home``, and export it so every part agrees."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _recent_days(count: int, end: date | None) -> list[date]:
+    from dpa_assets.partitions import daily_partitions
+
+    last = end or date.fromisoformat(daily_partitions.get_last_partition_key())
+    return [last - timedelta(days=offset) for offset in range(count - 1, -1, -1)]
+
+
+def _landing_dir(explicit: str | None) -> Path:
+    return Path(explicit or os.environ.get(ENV_LANDING_DIR) or _dagster_home() / "landing")
+
+
+def cmd_seed_landing(args: argparse.Namespace) -> int:
+    from dpa_assets.sources.generator import generate_day, write_landing_file
+
+    landing = _landing_dir(args.landing_dir)
+    for day in _recent_days(args.days, args.end):
+        generated = generate_day(day, seed=args.seed)
+        path = write_landing_file(landing, generated)
+        print(f"{day}  {len(generated.records):4d} rows ({generated.bad_count} made bad)  -> {path}")
+    return 0
+
+
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _materialize_days(days: list[date], verbose: bool = False) -> int:
+    import dagster as dg
+
+    from dpa_assets.definitions import defs
+
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_job_def("daily_freight_job")
+    failures = 0
+    for day in days:
+        result = job.execute_in_process(
+            partition_key=day.isoformat(),
+            instance=instance,
+            raise_on_error=False,
+            run_config=None if verbose else QUIET_RUN_CONFIG,
+        )
+        failures += 0 if result.success else 1
+        if not result.success:
+            for event in result.all_events:
+                if event.is_failure and event.event_specific_data is not None:
+                    error = getattr(event.event_specific_data, "error", None)
+                    if error is not None:
+                        print(f"{day}  FAILED in {event.step_key}: {error.message.strip().splitlines()[0]}")
+    _print_summary(days)
+    return 1 if failures else 0
+
+
+def _print_summary(days: list[date]) -> None:
+    from dpa_assets.definitions import defs
+    from dpa_assets.warehouse.reports import latest_audit, partition_counts
+
+    warehouse = defs.resources["warehouse"]
+    engine = warehouse.get_engine()
+    print(f"{'day':<11} {'status':<10} {'received':>8} {'loaded':>7} {'rejected':>8}")
+    for day in days:
+        row = latest_audit(engine, day)
+        counts = partition_counts(engine, day)
+        status = row["status"] if row else "not run"
+        received = row["rows_received"] if row and row["rows_received"] is not None else 0
+        print(f"{day.isoformat():<11} {status:<10} {received:>8} {counts['facts']:>7} {row['rows_rejected'] if row else 0:>8}")
+    print(f"warehouse: {warehouse.display_url()}")
+    print(f"dagster home: {os.environ['DAGSTER_HOME']}  (UI: make ui)")
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    _dagster_home()
+    days = args.date or _recent_days(args.last, None)
+    return _materialize_days(sorted(set(days)), args.verbose)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _dagster_home()
+    cmd_seed_landing(argparse.Namespace(days=args.days, end=None, seed=0, landing_dir=None))
+    return _materialize_days(_recent_days(args.days, None), args.verbose)
+
+
+def cmd_setup_warehouse(_args: argparse.Namespace) -> int:
+    _dagster_home()
+    from dpa_assets.definitions import defs
+
+    warehouse = defs.resources["warehouse"]
+    warehouse.get_engine()  # creates the tables and their protection on first use
+    print(f"warehouse ready (tables and protection in place): {warehouse.display_url()}")
+    return 0
+
+
+def cmd_list_partitions(args: argparse.Namespace) -> int:
+    from dpa_assets.partitions import daily_partitions
+
+    keys = daily_partitions.get_partition_keys()
+    print("\n".join(keys[-args.last :]))
+    return 0
+
+
+def cmd_check_defs(_args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from dpa_assets.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    keys = sorted(key.to_user_string() for key in defs.resolve_all_asset_keys())
+    print(f"definitions load: assets {', '.join(keys)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpa", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step-by-step log")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    seed = commands.add_parser("seed-landing", help="write synthetic landing files for recent days")
+    seed.add_argument("--days", type=int, default=3)
+    seed.add_argument("--end", type=date.fromisoformat, help="last day (default: yesterday, Africa/Douala)")
+    seed.add_argument("--seed", type=int, default=0)
+    seed.add_argument("--landing-dir", help=f"default ${ENV_LANDING_DIR} or <DAGSTER_HOME>/landing")
+    seed.set_defaults(handler=cmd_seed_landing)
+
+    materialize = commands.add_parser("materialize", help="load days through the Dagster job")
+    which = materialize.add_mutually_exclusive_group(required=True)
+    which.add_argument("--date", type=date.fromisoformat, action="append", help="a day (repeatable)")
+    which.add_argument("--last", type=int, help="the last N closed days")
+    materialize.set_defaults(handler=cmd_materialize)
+
+    demo = commands.add_parser("demo", help="seed landing files and load them (what `make run` does)")
+    demo.add_argument("--days", type=int, default=3)
+    demo.set_defaults(handler=cmd_demo)
+
+    setup = commands.add_parser("setup-warehouse", help="create warehouse tables and their protection")
+    setup.set_defaults(handler=cmd_setup_warehouse)
+
+    partitions = commands.add_parser("list-partitions", help="print the most recent partition keys")
+    partitions.add_argument("--last", type=int, default=7)
+    partitions.set_defaults(handler=cmd_list_partitions)
+
+    check = commands.add_parser("check-defs", help="load and validate the code location")
+    check.set_defaults(handler=cmd_check_defs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

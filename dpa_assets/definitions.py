@@ -1,0 +1,18 @@
+"""The DPA code location: the one module that assembles assets, checks, jobs, schedules, resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dpa_assets import assets, checks
+from dpa_assets.deployments import build_resources, current_deployment
+from dpa_assets.jobs import daily_freight_job
+from dpa_assets.schedules import daily_freight_schedule
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([assets]),
+    asset_checks=dg.load_asset_checks_from_modules([checks]),
+    jobs=[daily_freight_job],
+    schedules=[daily_freight_schedule],
+    resources=build_resources(current_deployment()),
+)

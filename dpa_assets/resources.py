@@ -1,0 +1,132 @@
+"""Resources: where freight comes from, where payloads are archived, the warehouse, the quality policy.
+
+Local defaults live under the Dagster home (``DAGSTER_HOME``, else ``./.dagster_home``) and are
+resolved when a run uses them, never at import.
+"""
+
+import functools
+import os
+from abc import ABC, abstractmethod
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+from sqlalchemy.engine import Engine
+
+from dpa_assets.settings import (
+    DEFAULT_MAX_REJECTION_RATE,
+    ENV_ARCHIVE_DIR,
+    ENV_LANDING_DIR,
+    ENV_WAREHOUSE_URL,
+)
+from dpa_assets.sources.archive import archive_payload
+from dpa_assets.sources.generator import landing_file_name
+from dpa_assets.sources.payload import ParsedPayload, PayloadError, ReceivedPayload, parse_csv
+from dpa_assets.warehouse.engine import create_warehouse_engine, safe_url
+from dpa_assets.warehouse.ledger import RetrySettings
+from dpa_assets.warehouse.protection import ensure_schema
+
+
+def local_home() -> Path:
+    """The Dagster home the local deployment keeps its files in."""
+    return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home")
+
+
+class FreightSource(dg.ConfigurableResource, ABC):
+    """Delivers one day of freight movements as received bytes, and parses them."""
+
+    @abstractmethod
+    def fetch_day(self, partition_key: str) -> ReceivedPayload:
+        """The day's payload exactly as received; raises ``PayloadError`` when there is none."""
+
+    def parse(self, payload: ReceivedPayload) -> ParsedPayload:
+        """Text rows of a payload; raises ``PayloadError`` on a structural fault."""
+        return parse_csv(payload)
+
+
+class LandingDirSource(FreightSource):
+    """Reads the CSV landing file the freight system drops for each day."""
+
+    landing_dir: str | None = Field(
+        default=None,
+        description=f"Folder of freight_YYYY-MM-DD.csv files; default ${ENV_LANDING_DIR} or <DAGSTER_HOME>/landing",
+    )
+
+    def resolved_dir(self) -> Path:
+        return Path(self.landing_dir or os.environ.get(ENV_LANDING_DIR) or local_home() / "landing")
+
+    def fetch_day(self, partition_key: str) -> ReceivedPayload:
+        path = self.resolved_dir() / landing_file_name(date.fromisoformat(partition_key))
+        try:
+            return ReceivedPayload(origin=str(path), content=path.read_bytes())
+        except FileNotFoundError as error:
+            raise PayloadError(f"{path}: no landing file for {partition_key} (not delivered yet?)") from error
+        except OSError as error:
+            raise PayloadError(f"{path}: cannot read the landing file: {error.strerror}") from error
+
+
+class PayloadArchiveResource(dg.ConfigurableResource):
+    """Where received payloads are kept, byte for byte, per day."""
+
+    archive_dir: str | None = Field(default=None, description=f"Archive folder; default ${ENV_ARCHIVE_DIR} or <DAGSTER_HOME>/archive")
+
+    def store(self, partition_key: str, payload: ReceivedPayload) -> Path:
+        root = self.archive_dir or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive"
+        return archive_payload(Path(root), partition_key, payload)
+
+
+@functools.cache
+def _engine_for(url: str) -> Engine:
+    # One engine (pool) per URL per process; the schema is checked once, on first use.
+    engine = create_warehouse_engine(url)
+    ensure_schema(engine)
+    return engine
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The data warehouse (SQLite file or PostgreSQL) holding facts, rejects and the audit trail."""
+
+    url: str | None = Field(
+        default=None,
+        description=f"SQLAlchemy URL; default ${ENV_WAREHOUSE_URL} or sqlite:///<DAGSTER_HOME>/warehouse.sqlite",
+    )
+    lock_retry_attempts: int = Field(default=5, ge=1, description="Tries of a commit that meets a lock conflict")
+    lock_retry_base_seconds: float = Field(default=0.2, gt=0, description="First backoff delay; doubles each try")
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        if os.environ.get(ENV_WAREHOUSE_URL):
+            return os.environ[ENV_WAREHOUSE_URL]
+        home = local_home()
+        home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{home / 'warehouse.sqlite'}"
+
+    def display_url(self) -> str:
+        """The URL without its password, for logs and metadata."""
+        return safe_url(self.resolved_url())
+
+    def get_engine(self) -> Engine:
+        return _engine_for(self.resolved_url())
+
+    def retry_settings(self) -> RetrySettings:
+        return RetrySettings(max_attempts=self.lock_retry_attempts, base_delay_seconds=self.lock_retry_base_seconds)
+
+
+class ValidationPolicyResource(dg.ConfigurableResource):
+    """How much bad data a day may carry before the warehouse refuses it."""
+
+    max_rejection_rate: float = Field(
+        default=DEFAULT_MAX_REJECTION_RATE,
+        ge=0.0,
+        le=1.0,
+        description="Largest rejected/received share that still loads (exactly this share passes)",
+    )
+
+    def blocks(self, rows_rejected: int, rows_received: int) -> bool:
+        """True when the day must not be loaded. An empty day rejects nothing, so it passes."""
+        if rows_received == 0:
+            return False
+        # Compare as integers so that exactly 30% passes despite float rounding.
+        return rows_rejected * 1_000_000 > round(self.max_rejection_rate * 1_000_000) * rows_received

@@ -1,0 +1,123 @@
+"""The pandera model of one freight movement, after text values have been typed.
+
+Every rule has a name that reads as a rejection reason in the quarantine table and the UI.
+Row-level rules that need the partition (the departure day) are added by ``freight_schema``.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from dpa_assets.freight_model import is_valid_uic_number
+from dpa_assets.reference import commodity_payloads, station_names
+
+UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="us", tz="UTC")
+
+
+def _null_or(series: pd.Series, passed: pd.Series) -> pd.Series:
+    """A missing value is reported once, by its own not-null rule, not by every other rule."""
+    return series.isna().astype(bool) | passed.fillna(False).astype(bool)
+
+
+class FreightMovement(pa.DataFrameModel):
+    """One freight movement (shipment) as the warehouse accepts it."""
+
+    shipment_id: Series[str] = pa.Field(nullable=False, description="Freight system shipment id")
+    waybill_number: Series[str] = pa.Field(nullable=False, description="Lettre de voiture number")
+    wagon_number: Series[str] = pa.Field(nullable=False, description="UIC 12-digit wagon number")
+    origin_station: Series[str] = pa.Field(nullable=False, description="Station code")
+    destination_station: Series[str] = pa.Field(nullable=False, description="Station code")
+    commodity: Series[str] = pa.Field(nullable=False, description="Commodity code")
+    net_tonnage: Series[float] = pa.Field(nullable=False, description="Net tonnes carried")
+    wagon_count: Series[pd.Int64Dtype] = pa.Field(nullable=False, description="Wagons in the shipment")
+    departure_time: Series[UTC_TIMESTAMP] = pa.Field(nullable=False, description="Departure (UTC)")
+    arrival_time: Series[UTC_TIMESTAMP] = pa.Field(nullable=True, description="Arrival (UTC); empty in transit")
+    customer: Series[str] = pa.Field(nullable=False, description="Paying customer")
+    revenue_xaf: Series[float] = pa.Field(nullable=False, description="Revenue in XAF")
+
+    @pa.check("wagon_number", name="uic_check_digit")
+    @classmethod
+    def _uic_check_digit(cls, series: Series[str]) -> Series[bool]:
+        valid = series.astype(object).map(lambda value: isinstance(value, str) and is_valid_uic_number(value))
+        return _null_or(series, valid.astype(bool))
+
+    @pa.check("origin_station", "destination_station", name="known_station")
+    @classmethod
+    def _known_station(cls, series: Series[str]) -> Series[bool]:
+        return _null_or(series, series.isin(list(station_names())))
+
+    @pa.check("commodity", name="known_commodity")
+    @classmethod
+    def _known_commodity(cls, series: Series[str]) -> Series[bool]:
+        return _null_or(series, series.isin(list(commodity_payloads())))
+
+    @pa.check("net_tonnage", name="positive_tonnage")
+    @classmethod
+    def _positive_tonnage(cls, series: Series[float]) -> Series[bool]:
+        return _null_or(series, series > 0)
+
+    @pa.check("wagon_count", name="at_least_one_wagon")
+    @classmethod
+    def _at_least_one_wagon(cls, series: Series[pd.Int64Dtype]) -> Series[bool]:
+        return _null_or(series, (series >= 1).fillna(False).astype(bool))
+
+    @pa.check("revenue_xaf", name="non_negative_revenue")
+    @classmethod
+    def _non_negative_revenue(cls, series: Series[float]) -> Series[bool]:
+        return _null_or(series, series >= 0)
+
+    @pa.dataframe_check(name="unique_shipment_id_in_day")
+    @classmethod
+    def _unique_shipment_id(cls, frame: pd.DataFrame) -> Series[bool]:
+        # The first occurrence is kept; later copies of the same id are the resends.
+        ids = frame["shipment_id"]
+        return ids.isna() | ~ids.duplicated(keep="first")
+
+    @pa.dataframe_check(name="origin_differs_from_destination")
+    @classmethod
+    def _origin_differs(cls, frame: pd.DataFrame) -> Series[bool]:
+        origin, destination = frame["origin_station"], frame["destination_station"]
+        return origin.isna() | destination.isna() | (origin != destination)
+
+    @pa.dataframe_check(name="tonnage_within_wagon_payload")
+    @classmethod
+    def _tonnage_within_payload(cls, frame: pd.DataFrame) -> Series[bool]:
+        payload = frame["commodity"].map(commodity_payloads()).astype(float)
+        limit = payload * frame["wagon_count"].astype(float)
+        unknown = payload.isna() | limit.isna() | frame["net_tonnage"].isna()
+        return unknown | (frame["net_tonnage"] <= limit).fillna(False).astype(bool)
+
+    @pa.dataframe_check(name="arrival_not_before_departure")
+    @classmethod
+    def _arrival_after_departure(cls, frame: pd.DataFrame) -> Series[bool]:
+        arrival, departure = frame["arrival_time"], frame["departure_time"]
+        return arrival.isna() | departure.isna() | (arrival >= departure)
+
+    class Config:
+        strict = False  # extra columns such as source_line travel with the rows
+        coerce = False  # typing is done (and reported per row) before validation
+
+
+def freight_schema(day_start: datetime, day_end: datetime) -> pa.DataFrameSchema:
+    """The freight model plus the rule that ties a movement to its partition's local day.
+
+    Args:
+        day_start: first instant of the partition's day (timezone-aware).
+        day_end: first instant of the next day.
+
+    Returns:
+        A schema to validate one partition's typed rows with.
+    """
+
+    def departs_within_day(frame: pd.DataFrame) -> pd.Series:
+        departure = frame["departure_time"]
+        return departure.isna() | ((departure >= day_start) & (departure < day_end))
+
+    schema = copy.deepcopy(FreightMovement.to_schema())  # the model's schema is cached and shared
+    schema.checks = [*schema.checks, pa.Check(departs_within_day, name="departure_within_partition_day")]
+    return schema

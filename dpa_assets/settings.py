@@ -1,0 +1,23 @@
+"""Constants shared by the whole code location: time zone, table names, env-var names.
+
+Values that change per deployment are read from the environment elsewhere; only names live here.
+"""
+
+TIMEZONE = "Africa/Douala"  # the operator's business day: UTC+1, no daylight saving
+DEFAULT_PARTITION_START = "2026-01-01"
+DEFAULT_MAX_REJECTION_RATE = 0.30
+
+# Warehouse tables. The fact table is named after its asset (IO manager convention).
+FACT_TABLE = "warehouse_facts"
+REJECT_TABLE = "freight_rejects"
+AUDIT_TABLE = "load_audit"
+PROTECTED_TABLES = (FACT_TABLE, REJECT_TABLE, AUDIT_TABLE)
+
+# Environment variables (the README documents each one).
+ENV_DEPLOYMENT = "DPA_DEPLOYMENT"
+ENV_PARTITION_START = "DPA_PARTITION_START"
+ENV_WAREHOUSE_URL = "DPA_WAREHOUSE_URL"
+ENV_LANDING_DIR = "DPA_LANDING_DIR"
+ENV_ARCHIVE_DIR = "DPA_ARCHIVE_DIR"
+
+DEPLOYMENTS = ("local", "production")

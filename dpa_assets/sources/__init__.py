@@ -1,0 +1,1 @@
+"""Where freight movements come from: landing files, the synthetic generator (demo and tests)."""

@@ -1,0 +1,1 @@
+"""The warehouse: table definitions, their protection, and the audited partition commit."""

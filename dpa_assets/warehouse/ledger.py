@@ -1,0 +1,285 @@
+"""The partition ledger: audited, all-or-nothing writes of one day's facts and rejects.
+
+For a loaded partition the books always balance: the latest ``loaded`` audit row's
+``rows_received`` equals the partition's fact rows plus its rejects from that same validation.
+Every attempt leaves an audit row; a successful one is written in the data's own transaction.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from dpa_assets.warehouse.engine import WRITE_OPTION
+from dpa_assets.warehouse.protection import grant_partition_permit, revoke_partition_permit
+from dpa_assets.warehouse.tables import audit, facts, rejects
+
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock timeout
+LOADED, FAILED, VALIDATED, BLOCKED, BREAK_GLASS = "loaded", "failed", "validated", "blocked", "break_glass"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionLoad:
+    """Everything one partition commit writes."""
+
+    partition_date: date
+    run_id: str
+    validation_run_id: str
+    facts: pd.DataFrame  # warehouse fact columns, without load_run_id
+    rejects: pd.DataFrame  # transforms.REJECT_COLUMNS
+    rows_received: int
+    content_checksum: str
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How often and how patiently a transaction that hit a lock conflict is tried again."""
+
+    max_attempts: int = 5
+    base_delay_seconds: float = 0.2
+    max_delay_seconds: float = 5.0
+
+
+class WarehouseBusy(RuntimeError):
+    """Lock conflicts outlasted every retry; nothing was written."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for errors a fresh attempt of the same transaction can get past."""
+    original = getattr(error, "orig", error)
+    if getattr(original, "pgcode", None) in TRANSIENT_SQLSTATES:
+        return True
+    text = str(original).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _write_connection(engine: Engine) -> Connection:
+    return engine.connect().execution_options(**{WRITE_OPTION: True})
+
+
+def _lock_partition(connection: Connection, partition_date: date) -> None:
+    """Serialize writers of one partition; SQLite's BEGIN IMMEDIATE already serializes all writers."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:table), :day)"),
+            {"table": facts.name, "day": partition_date.toordinal()},
+        )
+
+
+def _db_frame(frame: pd.DataFrame, dialect: str) -> pd.DataFrame:
+    """Timestamps as UTC: aware for PostgreSQL, naive for SQLite (which has no time zone type)."""
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.DatetimeTZDtype):
+            out[column] = out[column].dt.tz_convert("UTC")
+            if dialect == "sqlite":
+                out[column] = out[column].dt.tz_localize(None)
+    return out
+
+
+def _to_records(frame: pd.DataFrame) -> list[dict]:
+    plain = frame.astype(object).where(frame.notna(), None)
+    return [
+        {key: (value.to_pydatetime() if isinstance(value, pd.Timestamp) else value) for key, value in row.items()}
+        for row in plain.to_dict("records")
+    ]
+
+
+def bulk_insert(connection: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """Insert a frame through the database's fast path, inside the caller's transaction.
+
+    Args:
+        connection: a connection with an open transaction.
+        table: the target table; the frame's columns must be a subset of its columns.
+        frame: the rows.
+    """
+    if frame.empty:
+        return
+    frame = _db_frame(frame, connection.dialect.name)
+    if connection.dialect.name == "postgresql":
+        buffer = io.StringIO()
+        frame.to_csv(buffer, header=False, index=False)
+        buffer.seek(0)
+        columns = ", ".join(frame.columns)
+        # The DB-API connection under this SQLAlchemy connection: COPY joins the same transaction.
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(f"COPY {table.name} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
+        finally:
+            cursor.close()
+    else:
+        connection.execute(table.insert(), _to_records(frame))
+
+
+def _replace_partition(
+    connection: Connection, load: PartitionLoad, attempts: int, started_at: datetime,
+    before_commit: Callable[[Connection], None] | None,
+) -> dict:
+    day = load.partition_date
+    _lock_partition(connection, day)
+    grant_partition_permit(connection, day)
+    connection.execute(sa.delete(facts).where(facts.c.partition_date == day))
+    connection.execute(sa.delete(rejects).where(rejects.c.partition_date == day))
+    bulk_insert(connection, facts, load.facts.assign(load_run_id=load.run_id))
+    bulk_insert(
+        connection, rejects,
+        load.rejects.assign(partition_date=day, validation_run_id=load.validation_run_id),
+    )
+    loaded = connection.execute(
+        sa.select(sa.func.count()).select_from(facts).where(facts.c.partition_date == day)
+    ).scalar_one()
+    if loaded != len(load.facts):
+        raise RuntimeError(f"partition {day}: {loaded} fact rows after insert, expected {len(load.facts)}")
+    row = {
+        "partition_date": day, "run_id": load.run_id, "validation_run_id": load.validation_run_id,
+        "status": LOADED, "rows_received": load.rows_received, "rows_valid": len(load.facts),
+        "rows_rejected": len(load.rejects), "rows_loaded": loaded,
+        "content_checksum": load.content_checksum, "attempts": attempts,
+        "started_at": started_at, "finished_at": _utcnow(),
+    }
+    connection.execute(sa.insert(audit), [row])
+    revoke_partition_permit(connection)
+    if before_commit is not None:
+        before_commit(connection)
+    return row
+
+
+def commit_partition(
+    engine: Engine,
+    load: PartitionLoad,
+    retry: RetrySettings = RetrySettings(),
+    log: logging.Logger | logging.LoggerAdapter = logger,
+    before_commit: Callable[[Connection], None] | None = None,
+) -> dict:
+    """Replace one partition's facts and rejects and write its audit row, all in one transaction.
+
+    Lock conflicts are retried with jittered exponential backoff; any other error rolls back,
+    is recorded as a ``failed`` audit row in its own transaction, and is raised.
+
+    Args:
+        engine: the warehouse engine.
+        load: what to write.
+        retry: how lock conflicts are retried.
+        log: where each retry is reported.
+        before_commit: called with the connection just before commit (used by fault tests).
+
+    Returns:
+        The audit row that was committed.
+    """
+    started_at = _utcnow()
+    for attempt in range(1, retry.max_attempts + 1):
+        try:
+            with _write_connection(engine) as connection, connection.begin():
+                return _replace_partition(connection, load, attempt, started_at, before_commit)
+        except Exception as error:  # noqa: BLE001 - every failure is audited, then re-raised
+            if is_transient(error) and attempt < retry.max_attempts:
+                delay = min(retry.max_delay_seconds, retry.base_delay_seconds * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.5)
+                log.warning(
+                    f"partition {load.partition_date}: lock conflict on attempt {attempt}/"
+                    f"{retry.max_attempts} ({_first_line(error)}); retrying in {delay:.2f}s"
+                )
+                time.sleep(delay)
+                continue
+            record_failure(engine, load, attempt, started_at, error)
+            if is_transient(error):
+                raise WarehouseBusy(
+                    f"partition {load.partition_date}: still locked after {attempt} attempts; "
+                    "nothing was written"
+                ) from error
+            raise
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _first_line(error: BaseException) -> str:
+    return str(getattr(error, "orig", error)).strip().splitlines()[0][:300] if str(error) else type(error).__name__
+
+
+def record_failure(engine: Engine, load: PartitionLoad, attempts: int, started_at: datetime, error: BaseException) -> None:
+    """Audit a failed attempt after its rollback; a failure to audit is logged, never masks the error."""
+    row = {
+        "partition_date": load.partition_date, "run_id": load.run_id,
+        "validation_run_id": load.validation_run_id, "status": FAILED,
+        "rows_received": load.rows_received, "rows_valid": len(load.facts),
+        "rows_rejected": len(load.rejects), "rows_loaded": 0, "content_checksum": load.content_checksum,
+        "attempts": attempts, "started_at": started_at, "finished_at": _utcnow(),
+        "detail": f"{type(error).__name__}: {_first_line(error)}",
+    }
+    try:
+        with _write_connection(engine) as connection, connection.begin():
+            connection.execute(sa.insert(audit), [row])
+    except Exception:  # noqa: BLE001
+        logger.exception("could not audit the failed load of partition %s", load.partition_date)
+
+
+def loaded_validation_run(connection: Connection, partition_date: date) -> str | None:
+    """The validation run whose rows are the partition's current facts, if any are loaded."""
+    latest = connection.execute(
+        sa.select(audit.c.status, audit.c.validation_run_id)
+        .where(audit.c.partition_date == partition_date, audit.c.status.in_((LOADED, BREAK_GLASS)))
+        .order_by(audit.c.id.desc())
+        .limit(1)
+    ).first()
+    return latest.validation_run_id if latest is not None and latest.status == LOADED else None
+
+
+def record_validation(
+    engine: Engine, partition_date: date, run_id: str, quarantined: pd.DataFrame,
+    rows_received: int, status: str,
+) -> None:
+    """Store a validation's rejects and its audit row (``validated`` or ``blocked``) in one transaction.
+
+    Rejects of earlier validations are replaced, except those of the loaded version, which stay
+    with the facts they balance until a new load replaces both.
+
+    Args:
+        engine: the warehouse engine.
+        partition_date: the day validated.
+        run_id: the validating run.
+        quarantined: the rejected rows (transforms.REJECT_COLUMNS).
+        rows_received: rows the source delivered for the day.
+        status: ``validated`` or ``blocked``.
+    """
+    now = _utcnow()
+    with _write_connection(engine) as connection, connection.begin():
+        _lock_partition(connection, partition_date)
+        keep = {loaded_validation_run(connection, partition_date)} - {None, run_id}
+        grant_partition_permit(connection, partition_date)
+        connection.execute(
+            sa.delete(rejects).where(
+                rejects.c.partition_date == partition_date, rejects.c.validation_run_id.not_in(keep)
+            )
+        )
+        bulk_insert(connection, rejects, quarantined.assign(partition_date=partition_date, validation_run_id=run_id))
+        connection.execute(sa.insert(audit), [{
+            "partition_date": partition_date, "run_id": run_id, "validation_run_id": run_id,
+            "status": status, "rows_received": rows_received,
+            "rows_valid": rows_received - len(quarantined), "rows_rejected": len(quarantined),
+            "started_at": now, "finished_at": now,
+        }])
+        revoke_partition_permit(connection)
+
+
+def read_facts(engine: Engine, partition_dates: list[date]) -> pd.DataFrame:
+    """The facts of some partitions, timestamps as UTC-aware, ordered by shipment id."""
+    query = sa.select(facts).where(facts.c.partition_date.in_(partition_dates)).order_by(facts.c.shipment_id)
+    with engine.connect() as connection:
+        frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in facts.columns])
+    for column in ("departure_time", "arrival_time"):
+        stamps = pd.to_datetime(frame[column])
+        frame[column] = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
+    return frame

@@ -1,0 +1,1 @@
+"""Helpers the tests share: a throwaway PostgreSQL server, warehouse inspection."""

@@ -1,0 +1,62 @@
+"""The code location loads, names what we expect, and every deployment builds."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from dpa_assets.definitions import defs
+from dpa_assets.deployments import build_resources, current_deployment
+from dpa_assets.settings import DEPLOYMENTS
+
+
+def test_definitions_are_loadable():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_code_location_contents_are_pinned():
+    assert {key.to_user_string() for key in defs.resolve_all_asset_keys()} == {
+        "raw_freight",
+        "validated_freight",
+        "warehouse_facts",
+    }
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_freight_job"}
+    assert [schedule.name for schedule in defs.schedules] == ["daily_freight_schedule"]
+    check_keys = defs.resolve_asset_graph().asset_check_keys
+    assert {(key.asset_key.to_user_string(), key.name) for key in check_keys} >= {
+        ("validated_freight", "rejection_rate")
+    }
+
+
+def test_all_three_assets_share_the_daily_partitions():
+    graph = defs.resolve_asset_graph()
+    partitions = {graph.get(key).partitions_def for key in graph.get_all_asset_keys()}
+    assert len(partitions) == 1
+    assert isinstance(partitions.pop(), dg.DailyPartitionsDefinition)
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_every_deployment_builds(deployment):
+    resources = build_resources(deployment)
+    assert set(resources) == {
+        "freight_source", "payload_archive", "warehouse", "validation_policy", "warehouse_io_manager"
+    }
+
+
+def test_unknown_deployment_is_an_error_not_a_fallback(monkeypatch):
+    monkeypatch.setenv("DPA_DEPLOYMENT", "staging")
+    with pytest.raises(ValueError, match="local, production"):
+        current_deployment()
+
+
+def test_dagster_definitions_validate_command_accepts_the_workspace():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
