@@ -109,6 +109,27 @@ def cmd_setup_warehouse(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_break_glass(args: argparse.Namespace) -> int:
+    if args.confirm != args.date:
+        print(f"refused: repeat the day with --confirm {args.date.isoformat()} to empty it", file=sys.stderr)
+        return 2
+    _dagster_home()
+    from dpa_assets.definitions import defs
+    from dpa_assets.warehouse.ledger import break_glass_remove_partition
+
+    warehouse = defs.resources["warehouse"]
+    try:
+        removed = break_glass_remove_partition(warehouse.get_engine(), args.date, args.actor, args.reason)
+    except ValueError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.date}: removed {removed['facts']} facts and {removed['rejects']} rejects; "
+        f"recorded in load_audit as break_glass by {args.actor}"
+    )
+    return 0
+
+
 def cmd_list_partitions(args: argparse.Namespace) -> int:
     from dpa_assets.partitions import daily_partitions
 
@@ -152,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     setup = commands.add_parser("setup-warehouse", help="create warehouse tables and their protection")
     setup.set_defaults(handler=cmd_setup_warehouse)
+
+    glass = commands.add_parser(
+        "break-glass", help="administrator: empty one day's facts and rejects, audited with who and why"
+    )
+    glass.add_argument("--date", type=date.fromisoformat, required=True)
+    glass.add_argument("--confirm", type=date.fromisoformat, required=True, help="the same day again")
+    glass.add_argument("--actor", required=True, help="your name, recorded in the audit trail")
+    glass.add_argument("--reason", required=True, help="why, recorded in the audit trail")
+    glass.set_defaults(handler=cmd_break_glass)
 
     partitions = commands.add_parser("list-partitions", help="print the most recent partition keys")
     partitions.add_argument("--last", type=int, default=7)

@@ -23,7 +23,7 @@ from dpa_assets.settings import (
 from dpa_assets.sources.archive import archive_payload
 from dpa_assets.sources.generator import landing_file_name
 from dpa_assets.sources.payload import ParsedPayload, PayloadError, ReceivedPayload, parse_csv
-from dpa_assets.warehouse.engine import create_warehouse_engine, safe_url
+from dpa_assets.warehouse.engine import DEFAULT_LOCK_TIMEOUT_SECONDS, create_warehouse_engine, safe_url
 from dpa_assets.warehouse.ledger import RetrySettings
 from dpa_assets.warehouse.protection import ensure_schema
 
@@ -77,9 +77,9 @@ class PayloadArchiveResource(dg.ConfigurableResource):
 
 
 @functools.cache
-def _engine_for(url: str) -> Engine:
+def _engine_for(url: str, lock_timeout_seconds: float) -> Engine:
     # One engine (pool) per URL per process; the schema is checked once, on first use.
-    engine = create_warehouse_engine(url)
+    engine = create_warehouse_engine(url, lock_timeout_seconds)
     ensure_schema(engine)
     return engine
 
@@ -93,6 +93,9 @@ class WarehouseResource(dg.ConfigurableResource):
     )
     lock_retry_attempts: int = Field(default=5, ge=1, description="Tries of a commit that meets a lock conflict")
     lock_retry_base_seconds: float = Field(default=0.2, gt=0, description="First backoff delay; doubles each try")
+    lock_timeout_seconds: float = Field(
+        default=DEFAULT_LOCK_TIMEOUT_SECONDS, gt=0, description="Longest wait for one lock before a retry"
+    )
 
     def resolved_url(self) -> str:
         if self.url:
@@ -108,7 +111,7 @@ class WarehouseResource(dg.ConfigurableResource):
         return safe_url(self.resolved_url())
 
     def get_engine(self) -> Engine:
-        return _engine_for(self.resolved_url())
+        return _engine_for(self.resolved_url(), self.lock_timeout_seconds)
 
     def retry_settings(self) -> RetrySettings:
         return RetrySettings(max_attempts=self.lock_retry_attempts, base_delay_seconds=self.lock_retry_base_seconds)

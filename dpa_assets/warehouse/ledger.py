@@ -283,3 +283,34 @@ def read_facts(engine: Engine, partition_dates: list[date]) -> pd.DataFrame:
         stamps = pd.to_datetime(frame[column])
         frame[column] = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
     return frame
+
+
+def break_glass_remove_partition(engine: Engine, partition_date: date, actor: str, reason: str) -> dict[str, int]:
+    """The administrator's deliberate way to empty one partition, recorded with who and why.
+
+    Args:
+        engine: the warehouse engine.
+        partition_date: the day to empty (facts and rejects).
+        actor: who asks (a person, not a role).
+        reason: why, in words an auditor will read later (at least 10 characters).
+
+    Returns:
+        How many fact and reject rows were removed.
+    """
+    if not actor.strip() or len(reason.strip()) < 10:
+        raise ValueError("break-glass needs the actor's name and a reason of at least 10 characters")
+    now = _utcnow()
+    with _write_connection(engine) as connection, connection.begin():
+        _lock_partition(connection, partition_date)
+        grant_partition_permit(connection, partition_date)
+        removed_facts = connection.execute(sa.delete(facts).where(facts.c.partition_date == partition_date)).rowcount
+        removed_rejects = connection.execute(
+            sa.delete(rejects).where(rejects.c.partition_date == partition_date)
+        ).rowcount
+        connection.execute(sa.insert(audit), [{
+            "partition_date": partition_date, "run_id": "break-glass", "status": BREAK_GLASS,
+            "rows_loaded": 0, "started_at": now, "finished_at": _utcnow(), "actor": actor.strip(),
+            "detail": f"{reason.strip()} (removed {removed_facts} facts, {removed_rejects} rejects)",
+        }])
+        revoke_partition_permit(connection)
+    return {"facts": removed_facts, "rejects": removed_rejects}

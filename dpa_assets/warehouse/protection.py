@@ -131,8 +131,29 @@ def _execute_ddl(connection: Connection, statement: str) -> None:
         cursor.close()
 
 
+def _protection_installed(connection: Connection) -> bool:
+    if connection.dialect.name == "sqlite":
+        names = {
+            row[0]
+            for row in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        }
+        expected = {f"{table}_refuse_{action}" for table in PROTECTED_TABLES for action in ("delete", "update")}
+    else:
+        names = {
+            row[0]
+            for row in connection.exec_driver_sql("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+        }
+        expected = {
+            f"{table}_refuse_{action}" for table in PROTECTED_TABLES for action in ("row_change", "truncate")
+        }
+    return expected <= names
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create missing tables and (re)install their protection; refuse if a table was dropped.
+    """Create missing tables and their protection; refuse to go on if a protected table was dropped.
+
+    When everything is in place no DDL runs, so a least-privilege pipeline role that owns
+    nothing (see ``sql/least_privilege.sql``) can call this on every start.
 
     Args:
         engine: the warehouse engine.
@@ -148,6 +169,8 @@ def ensure_schema(engine: Engine) -> None:
                     f"protected warehouse tables {missing} were dropped after setup; restore them "
                     "from backup (README: 'Restoring a dropped table') before loading again"
                 )
+            if _protection_installed(connection):
+                return
         metadata.create_all(connection)
         connection.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {SCHEMA_MARKER_TABLE} (created_at TEXT)")
         statements = _sqlite_statements() if is_sqlite(engine) else _postgres_statements()
