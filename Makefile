@@ -25,7 +25,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: install
-	@mkdir -p "$(DAGSTER_HOME)"
+	$(BIN)/dpa setup-warehouse
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 clean:

@@ -13,8 +13,10 @@ from dpa_assets.settings import ENV_LANDING_DIR
 
 def _dagster_home() -> Path:
     """Use ``DAGSTER_HOME`` or ``./.dagster_home``, and export it so every part agrees."""
+    from dpa_assets.instance import install_instance_yaml
+
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    install_instance_yaml(home)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

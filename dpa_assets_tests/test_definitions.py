@@ -60,3 +60,19 @@ def test_dagster_definitions_validate_command_accepts_the_workspace():
         cwd=root, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shipped_instance_runs_one_run_per_partition(tmp_path):
+    import yaml
+
+    from dpa_assets.instance import install_instance_yaml, instance_yaml
+
+    home = tmp_path / "home"
+    path = install_instance_yaml(home)
+    path.write_text(path.read_text() + "\n# operator edit\n")
+    install_instance_yaml(home)
+    assert path.read_text().endswith("# operator edit\n")  # an existing file is never overwritten
+
+    with dg.instance_for_test(overrides=yaml.safe_load(instance_yaml()), temp_dir=str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
