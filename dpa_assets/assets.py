@@ -4,6 +4,7 @@ Assets stay thin: they fetch, call a transform, attach metadata for the UI plots
 """
 
 import dataclasses
+import time
 from datetime import date
 
 import dagster as dg
@@ -14,6 +15,7 @@ from dpa_assets.resources import FreightSource, PayloadArchiveResource, Validati
 from dpa_assets.sources.payload import PayloadError
 from dpa_assets.transforms import ValidationOutcome, facts_checksum, to_facts, top_rejection_reasons, validate_freight
 from dpa_assets.warehouse.ledger import BLOCKED, VALIDATED, PartitionLoad, record_validation
+from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
 
 GROUP = "freight"
 
@@ -54,15 +56,24 @@ def validated_freight(
     validation_policy: ValidationPolicyResource,
 ) -> ValidationOutcome:
     """The day's movements split into valid rows and quarantined rejects with their reasons."""
+    started = time.monotonic()
     key = context.partition_key
-    outcome = dataclasses.replace(validate_freight(raw_freight, key), validation_run_id=context.run.run_id)
+    day = date.fromisoformat(key)
+    loaded_elsewhere = shipment_ids_loaded_elsewhere(
+        warehouse.get_engine(), raw_freight["shipment_id"].str.strip().tolist(), day
+    )
+    outcome = dataclasses.replace(
+        validate_freight(raw_freight, key, loaded_elsewhere), validation_run_id=context.run.run_id
+    )
     blocked = validation_policy.blocks(outcome.rows_rejected, outcome.rows_received)
     # Rejects are stored even when the day is blocked: the quarantine is what the on-call reads.
     record_validation(
-        warehouse.get_engine(), date.fromisoformat(key), context.run.run_id, outcome.rejects,
+        warehouse.get_engine(), day, context.run.run_id, outcome.rejects,
         outcome.rows_received, BLOCKED if blocked else VALIDATED,
     )
-    context.add_output_metadata(validation_metadata(outcome))
+    metadata = validation_metadata(outcome)
+    metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
+    context.add_output_metadata(metadata)
     return outcome
 
 

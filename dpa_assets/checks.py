@@ -5,13 +5,23 @@ day (without it the UI shows one unpartitioned result and the check would load e
 """
 
 import warnings
+from datetime import date, datetime
 
 import dagster as dg
+from sqlalchemy.engine import Engine
 
-from dpa_assets.assets import validated_freight, validation_metadata
-from dpa_assets.partitions import daily_partitions
-from dpa_assets.resources import ValidationPolicyResource
-from dpa_assets.transforms import ValidationOutcome
+from dpa_assets.assets import validated_freight, validation_metadata, warehouse_facts
+from dpa_assets.freshness import expected_day, judge_freshness
+from dpa_assets.partitions import LOCAL_TZ, daily_partitions
+from dpa_assets.resources import ValidationPolicyResource, WarehouseResource
+from dpa_assets.transforms import ValidationOutcome, facts_checksum
+from dpa_assets.warehouse.ledger import read_facts
+from dpa_assets.warehouse.reports import (
+    duplicated_shipment_ids,
+    first_loaded_at,
+    latest_loaded_audit,
+    quarantined_count,
+)
 
 # The preview warning is printed on every code-location load; we chose the feature deliberately.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def.*")
@@ -34,4 +44,109 @@ def rejection_rate(
         metadata["note"] = dg.MetadataValue.text("empty day: nothing received, nothing rejected")
     return dg.AssetCheckResult(
         passed=not blocked, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata
+    )
+
+
+def _latest_materialization_metadata(context: dg.AssetCheckExecutionContext, partition_key: str) -> dict:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=warehouse_facts.key, asset_partitions=[partition_key]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return {}
+    return {key: value.value for key, value in records[0].asset_materialization.metadata.items()}
+
+
+@dg.asset_check(
+    asset=warehouse_facts,
+    partitions_def=daily_partitions,
+    description="The day's facts match its audit row (count, checksum, received = loaded + rejected) "
+    "and Dagster's materialization record.",
+)
+def facts_reconcile_with_audit(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    """Recount and re-hash the stored partition and compare with the ledger and Dagster's record."""
+    recorded = _latest_materialization_metadata(context, context.partition_key)
+    return reconcile_partition(warehouse.get_engine(), date.fromisoformat(context.partition_key), recorded)
+
+
+def reconcile_partition(engine: Engine, day: date, recorded: dict) -> dg.AssetCheckResult:
+    """Compare a stored partition with its loaded audit row and with Dagster's materialization.
+
+    Args:
+        engine: the warehouse engine.
+        day: the partition.
+        recorded: metadata of Dagster's latest materialization of that partition.
+
+    Returns:
+        Passed when counts, checksums and the received = loaded + quarantined balance all agree.
+    """
+    audit = latest_loaded_audit(engine, day)
+    if audit is None:
+        return dg.AssetCheckResult(passed=False, metadata={"problems": "no loaded audit row for this day"})
+    stored = read_facts(engine, [day])
+    checksum = facts_checksum(stored)
+    quarantined = quarantined_count(engine, day, audit["validation_run_id"])
+    problems = [
+        text
+        for failed, text in (
+            (len(stored) != audit["rows_loaded"], "stored fact rows differ from the audit row"),
+            (checksum != audit["content_checksum"], "stored facts' checksum differs from the audit row"),
+            (audit["rows_received"] != len(stored) + quarantined, "received != loaded + quarantined"),
+            (recorded.get("content_checksum") != audit["content_checksum"], "Dagster's record and the audit row disagree"),
+            (recorded.get("row_count") != audit["rows_loaded"], "Dagster's row count and the audit row disagree"),
+        )
+        if failed
+    ]
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={
+            "rows_received": dg.MetadataValue.int(audit["rows_received"]),
+            "rows_in_warehouse": dg.MetadataValue.int(len(stored)),
+            "rows_quarantined": dg.MetadataValue.int(quarantined),
+            "audit_checksum": audit["content_checksum"],
+            "warehouse_checksum": checksum,
+            "dagster_checksum": str(recorded.get("content_checksum")),
+            "problems": "; ".join(problems) or "none",
+        },
+    )
+
+
+@dg.asset_check(
+    asset=warehouse_facts,
+    partitions_def=daily_partitions,
+    description="No shipment id appears twice anywhere in the fact table (all days).",
+)
+def shipment_ids_unique_across_facts(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """Guard against double billing, even if the unique index were ever dropped."""
+    duplicates = duplicated_shipment_ids(warehouse.get_engine())
+    table = "\n".join(["| shipment_id | copies |", "| --- | --- |", *(f"| {sid} | {n} |" for sid, n in duplicates)])
+    return dg.AssetCheckResult(
+        passed=not duplicates,
+        metadata={
+            "duplicated_ids": dg.MetadataValue.int(len(duplicates)),
+            "examples": dg.MetadataValue.md(table if duplicates else "none"),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=warehouse_facts,
+    description="Yesterday's freight (Africa/Douala) is in the warehouse by 06:00 local time.",
+)
+def yesterday_loaded_by_six(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """Freshness for the morning reports; evaluated by freshness_check_schedule at 06:05 local time."""
+    now = datetime.now(LOCAL_TZ)
+    day, _deadline = expected_day(now)
+    verdict = judge_freshness(now, first_loaded_at(warehouse.get_engine(), [day]))
+    return dg.AssetCheckResult(
+        passed=verdict.on_time,
+        # Missing entirely is an outage; loaded late is worth a warning on the dashboard.
+        severity=dg.AssetCheckSeverity.ERROR if verdict.loaded_at is None else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "expected_day": verdict.expected_day.isoformat(),
+            "deadline": verdict.deadline.isoformat(),
+            "loaded_at": verdict.loaded_at.astimezone(LOCAL_TZ).isoformat() if verdict.loaded_at else "not loaded",
+            "minutes_late": dg.MetadataValue.float(round(verdict.minutes_late, 1)),
+        },
     )

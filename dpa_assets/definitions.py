@@ -6,13 +6,13 @@ import dagster as dg
 
 from dpa_assets import assets, checks
 from dpa_assets.deployments import build_resources, current_deployment
-from dpa_assets.jobs import daily_freight_job
-from dpa_assets.schedules import daily_freight_schedule
+from dpa_assets.jobs import daily_freight_job, freshness_check_job
+from dpa_assets.schedules import daily_freight_schedule, freshness_check_schedule
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
-    jobs=[daily_freight_job],
-    schedules=[daily_freight_schedule],
+    jobs=[daily_freight_job, freshness_check_job],
+    schedules=[daily_freight_schedule, freshness_check_schedule],
     resources=build_resources(current_deployment()),
 )

@@ -7,6 +7,7 @@ Row-level rules that need the partition (the departure day) are added by ``freig
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from datetime import datetime
 
 import pandas as pd
@@ -103,12 +104,15 @@ class FreightMovement(pa.DataFrameModel):
         coerce = False  # typing is done (and reported per row) before validation
 
 
-def freight_schema(day_start: datetime, day_end: datetime) -> pa.DataFrameSchema:
-    """The freight model plus the rule that ties a movement to its partition's local day.
+def freight_schema(
+    day_start: datetime, day_end: datetime, loaded_elsewhere: Collection[str] = frozenset()
+) -> pa.DataFrameSchema:
+    """The freight model plus the rules that need the partition and the warehouse.
 
     Args:
         day_start: first instant of the partition's day (timezone-aware).
         day_end: first instant of the next day.
+        loaded_elsewhere: shipment ids the warehouse already holds for other days.
 
     Returns:
         A schema to validate one partition's typed rows with.
@@ -118,6 +122,13 @@ def freight_schema(day_start: datetime, day_end: datetime) -> pa.DataFrameSchema
         departure = frame["departure_time"]
         return departure.isna() | ((departure >= day_start) & (departure < day_end))
 
+    def not_loaded_for_another_day(frame: pd.DataFrame) -> pd.Series:
+        return ~frame["shipment_id"].isin(list(loaded_elsewhere)).fillna(False).astype(bool)
+
     schema = copy.deepcopy(FreightMovement.to_schema())  # the model's schema is cached and shared
-    schema.checks = [*schema.checks, pa.Check(departs_within_day, name="departure_within_partition_day")]
+    schema.checks = [
+        *schema.checks,
+        pa.Check(departs_within_day, name="departure_within_partition_day"),
+        pa.Check(not_loaded_for_another_day, name="not_loaded_for_another_day"),
+    ]
     return schema

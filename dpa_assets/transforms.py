@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 
@@ -138,6 +139,7 @@ _DATAFRAME_RULE_COLUMNS = {
     "tonnage_within_wagon_payload": "net_tonnage",
     "arrival_not_before_departure": "arrival_time",
     "departure_within_partition_day": "departure_time",
+    "not_loaded_for_another_day": "shipment_id",
 }
 
 
@@ -153,12 +155,15 @@ def _json_value(value: object) -> object:
     return value if isinstance(value, (str, int, float)) else str(value)
 
 
-def validate_freight(raw: pd.DataFrame, partition_key: str) -> ValidationOutcome:
+def validate_freight(
+    raw: pd.DataFrame, partition_key: str, loaded_elsewhere: Collection[str] = frozenset()
+) -> ValidationOutcome:
     """Split one partition's received rows into valid movements and quarantined rejects.
 
     Args:
         raw: received rows (text values plus ``source_line``).
         partition_key: the day the rows belong to (``YYYY-MM-DD``, Africa/Douala).
+        loaded_elsewhere: shipment ids the warehouse already holds for other days.
 
     Returns:
         Valid typed rows and one reject row per bad received row, with every reason.
@@ -167,7 +172,7 @@ def validate_freight(raw: pd.DataFrame, partition_key: str) -> ValidationOutcome
     typed, reasons = type_raw_values(raw)
     parse_failures = {(reason["row"], reason["column"]) for reason in reasons}
     reasons += _schema_reasons(
-        freight_schema(*partition_bounds(partition_key)), typed, raw, parse_failures
+        freight_schema(*partition_bounds(partition_key), loaded_elsewhere), typed, raw, parse_failures
     )
     by_row: dict[int, list[dict]] = {}
     for reason in reasons:

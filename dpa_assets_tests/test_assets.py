@@ -14,7 +14,14 @@ from dpa_assets.sources.generator import GeneratedDay, generate_day, write_landi
 from dpa_assets_tests.conftest import make_resources
 from dpa_assets_tests.support.warehouse import rows, scalar, snapshot
 
-ALL_ASSETS = [assets.raw_freight, assets.validated_freight, assets.warehouse_facts, checks.rejection_rate]
+ALL_ASSETS = [
+    assets.raw_freight,
+    assets.validated_freight,
+    assets.warehouse_facts,
+    checks.rejection_rate,
+    checks.facts_reconcile_with_audit,
+    checks.shipment_ids_unique_across_facts,
+]
 
 
 def materialize(resources: dict, partition_key: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

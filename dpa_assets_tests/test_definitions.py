@@ -20,11 +20,14 @@ def test_code_location_contents_are_pinned():
         "validated_freight",
         "warehouse_facts",
     }
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_freight_job"}
-    assert [schedule.name for schedule in defs.schedules] == ["daily_freight_schedule"]
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_freight_job", "freshness_check_job"}
+    assert [schedule.name for schedule in defs.schedules] == ["daily_freight_schedule", "freshness_check_schedule"]
     check_keys = defs.resolve_asset_graph().asset_check_keys
-    assert {(key.asset_key.to_user_string(), key.name) for key in check_keys} >= {
-        ("validated_freight", "rejection_rate")
+    assert {(key.asset_key.to_user_string(), key.name) for key in check_keys} == {
+        ("validated_freight", "rejection_rate"),
+        ("warehouse_facts", "facts_reconcile_with_audit"),
+        ("warehouse_facts", "shipment_ids_unique_across_facts"),
+        ("warehouse_facts", "yesterday_loaded_by_six"),
     }
 
 

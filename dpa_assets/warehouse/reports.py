@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -19,6 +19,35 @@ def latest_audit(engine: Engine, partition_date: date) -> dict | None:
     return dict(row) if row else None
 
 
+ID_LOOKUP_CHUNK = 900  # stays under SQLite's bound-parameter limit on every version
+
+
+def shipment_ids_loaded_elsewhere(engine: Engine, shipment_ids: list[str], partition_date: date) -> set[str]:
+    """Which of these shipment ids the warehouse already holds for a day other than this one.
+
+    Args:
+        engine: the warehouse engine.
+        shipment_ids: ids received for the day.
+        partition_date: the day being validated.
+
+    Returns:
+        The ids already loaded for another day.
+    """
+    unique_ids = sorted({value for value in shipment_ids if isinstance(value, str)})
+    found: set[str] = set()
+    with engine.connect() as connection:
+        for start in range(0, len(unique_ids), ID_LOOKUP_CHUNK):
+            chunk = unique_ids[start : start + ID_LOOKUP_CHUNK]
+            found.update(
+                connection.execute(
+                    sa.select(facts.c.shipment_id).where(
+                        facts.c.shipment_id.in_(chunk), facts.c.partition_date != partition_date
+                    )
+                ).scalars()
+            )
+    return found
+
+
 def partition_counts(engine: Engine, partition_date: date) -> dict[str, int]:
     """Fact and quarantined row counts of one partition, as the warehouse holds them now."""
     with engine.connect() as connection:
@@ -29,3 +58,53 @@ def partition_counts(engine: Engine, partition_date: date) -> dict[str, int]:
             sa.select(sa.func.count()).select_from(rejects).where(rejects.c.partition_date == partition_date)
         ).scalar_one()
     return {"facts": fact_rows, "rejects": reject_rows}
+
+
+def latest_loaded_audit(engine: Engine, partition_date: date) -> dict | None:
+    """The audit row of the partition's current facts (None when never loaded or emptied since)."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            sa.select(audit)
+            .where(audit.c.partition_date == partition_date, audit.c.status.in_(("loaded", "break_glass")))
+            .order_by(audit.c.id.desc())
+            .limit(1)
+        ).mappings().first()
+    return dict(row) if row is not None and row["status"] == "loaded" else None
+
+
+def quarantined_count(engine: Engine, partition_date: date, validation_run_id: str) -> int:
+    """Rejects of one validation of one day."""
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(sa.func.count()).select_from(rejects).where(
+                rejects.c.partition_date == partition_date, rejects.c.validation_run_id == validation_run_id
+            )
+        ).scalar_one()
+
+
+def duplicated_shipment_ids(engine: Engine, limit: int = 20) -> list[tuple[str, int]]:
+    """Shipment ids present more than once in the whole fact table, with their counts."""
+    query = (
+        sa.select(facts.c.shipment_id, sa.func.count().label("copies"))
+        .group_by(facts.c.shipment_id)
+        .having(sa.func.count() > 1)
+        .order_by(facts.c.shipment_id)
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [(row.shipment_id, row.copies) for row in connection.execute(query)]
+
+
+def first_loaded_at(engine: Engine, days: list[date]) -> dict[date, datetime]:
+    """When each of these days was first committed (UTC), for the days that were."""
+    query = (
+        sa.select(audit.c.partition_date, sa.func.min(audit.c.finished_at).label("loaded_at"))
+        .where(audit.c.partition_date.in_(days), audit.c.status == "loaded")
+        .group_by(audit.c.partition_date)
+    )
+    with engine.connect() as connection:
+        result = {}
+        for row in connection.execute(query):
+            loaded_at = row.loaded_at if isinstance(row.loaded_at, datetime) else datetime.fromisoformat(row.loaded_at)
+            result[row.partition_date] = loaded_at if loaded_at.tzinfo else loaded_at.replace(tzinfo=timezone.utc)
+        return result
