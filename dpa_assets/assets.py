@@ -12,6 +12,7 @@ import pandas as pd
 
 from dpa_assets.partitions import daily_partitions, require_known_partition
 from dpa_assets.resources import FreightSource, PayloadArchiveResource, ValidationPolicyResource, WarehouseResource
+from dpa_assets.sources.errors import SourceUnavailable
 from dpa_assets.sources.payload import PayloadError
 from dpa_assets.transforms import ValidationOutcome, facts_checksum, to_facts, top_rejection_reasons, validate_freight
 from dpa_assets.warehouse.ledger import BLOCKED, VALIDATED, PartitionLoad, record_validation
@@ -20,7 +21,14 @@ from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
 GROUP = "freight"
 
 
-@dg.asset(partitions_def=daily_partitions, group_name=GROUP)
+# Longer outages than the client's own retries cover: try the whole step again, minutes apart.
+# Corrupt payloads are not retried (their Failure says allow_retries=False): the bytes won't change.
+RAW_FREIGHT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+@dg.asset(partitions_def=daily_partitions, group_name=GROUP, retry_policy=RAW_FREIGHT_RETRY_POLICY)
 def raw_freight(
     context: dg.AssetExecutionContext,
     freight_source: FreightSource,
@@ -33,8 +41,15 @@ def raw_freight(
         payload = freight_source.fetch_day(key)
         archived = payload_archive.store(key, payload)
         parsed = freight_source.parse(payload)
+    except SourceUnavailable as error:
+        raise dg.Failure(
+            description=f"Freight for {key} could not be fetched: {error}. Nothing was written.",
+            allow_retries=freight_source.retry_step_on_outage,
+        ) from error
     except PayloadError as error:
-        raise dg.Failure(description=f"Freight for {key} cannot be read: {error}") from error
+        raise dg.Failure(
+            description=f"Freight for {key} cannot be read: {error}. Nothing was written.", allow_retries=False
+        ) from error
     context.add_output_metadata(
         {
             "source": payload.origin,

@@ -132,6 +132,25 @@ def cmd_break_glass(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_api(args: argparse.Namespace) -> int:
+    from dpa_assets.settings import ENV_FREIGHT_API_TOKEN
+    from dpa_assets.sources.demo_api import FreightApiServer, parse_fault
+
+    token = os.environ.get(ENV_FREIGHT_API_TOKEN)
+    if not token:
+        print(f"set {ENV_FREIGHT_API_TOKEN}: clients must present it as a bearer token", file=sys.stderr)
+        return 2
+    server = FreightApiServer(token=token, host=args.host, port=args.port, seed=args.seed)
+    for spec in args.fault or []:
+        server.add_fault(**vars(parse_fault(spec)))
+    print(f"freight API on {server.url}/v1/movements (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_list_partitions(args: argparse.Namespace) -> int:
     from dpa_assets.partitions import daily_partitions
 
@@ -184,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     glass.add_argument("--actor", required=True, help="your name, recorded in the audit trail")
     glass.add_argument("--reason", required=True, help="why, recorded in the audit trail")
     glass.set_defaults(handler=cmd_break_glass)
+
+    serve = commands.add_parser("serve-api", help="run the demo freight API (docs/freight-api.md) on loopback")
+    serve.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost", "::1"])
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--fault", action="append", help="KIND[:DAY[:TIMES]], repeatable (see docs/freight-api.md)")
+    serve.set_defaults(handler=cmd_serve_api)
 
     partitions = commands.add_parser("list-partitions", help="print the most recent partition keys")
     partitions.add_argument("--last", type=int, default=7)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from dpa_assets import assets, checks
-from dpa_assets.deployments import build_resources, current_deployment
+from dpa_assets.deployments import build_resources, current_deployment, current_freight_source
 from dpa_assets.jobs import daily_freight_job, freshness_check_job
 from dpa_assets.schedules import daily_freight_schedule, freshness_check_schedule
 
@@ -14,5 +14,5 @@ defs = dg.Definitions(
     asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[daily_freight_job, freshness_check_job],
     schedules=[daily_freight_schedule, freshness_check_schedule],
-    resources=build_resources(current_deployment()),
+    resources=build_resources(current_deployment(), current_freight_source()),
 )

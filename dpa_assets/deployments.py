@@ -1,4 +1,5 @@
-"""One set of resources per deployment, chosen by ``DPA_DEPLOYMENT`` (default ``local``).
+"""One set of resources per deployment (``DPA_DEPLOYMENT``, default ``local``) and freight source
+(``DPA_FREIGHT_SOURCE``: ``landing`` files, the default, or the HTTP ``api``).
 
 Building a set does no I/O: engines and folders are opened when a run first uses them.
 """
@@ -12,12 +13,23 @@ import dagster as dg
 from dpa_assets.io_manager import WarehouseIOManager
 from dpa_assets.resources import (
     FreightSource,
+    HttpFreightApiSource,
     LandingDirSource,
     PayloadArchiveResource,
     ValidationPolicyResource,
     WarehouseResource,
 )
-from dpa_assets.settings import DEPLOYMENTS, ENV_ARCHIVE_DIR, ENV_DEPLOYMENT, ENV_LANDING_DIR, ENV_WAREHOUSE_URL
+from dpa_assets.settings import (
+    DEPLOYMENTS,
+    ENV_ARCHIVE_DIR,
+    ENV_DEPLOYMENT,
+    ENV_FREIGHT_API_TOKEN,
+    ENV_FREIGHT_API_URL,
+    ENV_FREIGHT_SOURCE,
+    ENV_LANDING_DIR,
+    ENV_WAREHOUSE_URL,
+    FREIGHT_SOURCES,
+)
 
 
 def current_deployment() -> str:
@@ -28,26 +40,40 @@ def current_deployment() -> str:
     return deployment
 
 
-def build_resources(deployment: str) -> dict[str, object]:
+def current_freight_source() -> str:
+    """Where freight comes from, named by ``DPA_FREIGHT_SOURCE`` (default ``landing``)."""
+    source = os.environ.get(ENV_FREIGHT_SOURCE, "landing")
+    if source not in FREIGHT_SOURCES:
+        raise ValueError(f"{ENV_FREIGHT_SOURCE}={source!r} is unknown; allowed: {', '.join(FREIGHT_SOURCES)}")
+    return source
+
+
+def build_resources(deployment: str, freight_source: str = "landing") -> dict[str, object]:
     """The resources of one deployment.
 
     Args:
         deployment: one of ``settings.DEPLOYMENTS``.
+        freight_source: one of ``settings.FREIGHT_SOURCES``.
 
     Returns:
         Resource key -> resource, for ``dg.Definitions``.
     """
+    if freight_source not in FREIGHT_SOURCES:
+        raise ValueError(f"unknown freight source {freight_source!r}; allowed: {', '.join(FREIGHT_SOURCES)}")
     if deployment == "local":
         warehouse = WarehouseResource()
-        source: FreightSource = LandingDirSource()
+        landing = LandingDirSource()
         archive = PayloadArchiveResource()
     elif deployment == "production":
         # Production names every location explicitly: a missing variable fails the run, loudly.
         warehouse = WarehouseResource(url=dg.EnvVar(ENV_WAREHOUSE_URL))
-        source = LandingDirSource(landing_dir=dg.EnvVar(ENV_LANDING_DIR))
+        landing = LandingDirSource(landing_dir=dg.EnvVar(ENV_LANDING_DIR))
         archive = PayloadArchiveResource(archive_dir=dg.EnvVar(ENV_ARCHIVE_DIR))
     else:
         raise ValueError(f"unknown deployment {deployment!r}; allowed: {', '.join(DEPLOYMENTS)}")
+    source: FreightSource = landing
+    if freight_source == "api":
+        source = HttpFreightApiSource(base_url=dg.EnvVar(ENV_FREIGHT_API_URL), token=dg.EnvVar(ENV_FREIGHT_API_TOKEN))
     return {
         "freight_source": source,
         "payload_archive": archive,

@@ -17,11 +17,14 @@ from sqlalchemy.engine import Engine
 from dpa_assets.settings import (
     DEFAULT_MAX_REJECTION_RATE,
     ENV_ARCHIVE_DIR,
+    ENV_FREIGHT_API_TOKEN,
+    ENV_FREIGHT_API_URL,
     ENV_LANDING_DIR,
     ENV_WAREHOUSE_URL,
 )
 from dpa_assets.sources.archive import archive_payload
 from dpa_assets.sources.generator import landing_file_name
+from dpa_assets.sources.http_api import ApiSettings, RetryBudget, api_payload, fetch_pages, parse_api_payload
 from dpa_assets.sources.payload import ParsedPayload, PayloadError, ReceivedPayload, parse_csv
 from dpa_assets.warehouse.engine import DEFAULT_LOCK_TIMEOUT_SECONDS, create_warehouse_engine, safe_url
 from dpa_assets.warehouse.ledger import RetrySettings
@@ -35,6 +38,11 @@ def local_home() -> Path:
 
 class FreightSource(dg.ConfigurableResource, ABC):
     """Delivers one day of freight movements as received bytes, and parses them."""
+
+    retry_step_on_outage: bool = Field(
+        default=True,
+        description="When the source stays unreachable, let raw_freight's RetryPolicy try the step again later",
+    )
 
     @abstractmethod
     def fetch_day(self, partition_key: str) -> ReceivedPayload:
@@ -64,6 +72,38 @@ class LandingDirSource(FreightSource):
             raise PayloadError(f"{path}: no landing file for {partition_key} (not delivered yet?)") from error
         except OSError as error:
             raise PayloadError(f"{path}: cannot read the landing file: {error.strerror}") from error
+
+
+class HttpFreightApiSource(FreightSource):
+    """Fetches a day from the freight system's HTTP API (docs/freight-api.md)."""
+
+    base_url: str = Field(description=f"API root, e.g. http://127.0.0.1:8765 (${ENV_FREIGHT_API_URL})")
+    token: str = Field(description=f"Bearer token (${ENV_FREIGHT_API_TOKEN}); never logged")
+    connect_timeout_seconds: float = Field(default=3.05, gt=0, description="Wait for a TCP connection")
+    read_timeout_seconds: float = Field(default=30.0, gt=0, description="Wait for an answer once connected")
+    page_size: int = Field(default=500, ge=1, le=1000, description="Movements per page")
+    max_attempts: int = Field(default=6, ge=1, description="Tries per page before the day fails")
+    backoff_base_seconds: float = Field(default=0.5, gt=0, description="First backoff delay; doubles, with jitter")
+    backoff_max_seconds: float = Field(default=30.0, gt=0, description="Longest single backoff delay")
+    max_total_seconds: float = Field(default=300.0, gt=0, description="Longest total time spent on one day")
+
+    def _settings(self) -> ApiSettings:
+        return ApiSettings(
+            base_url=self.base_url, token=self.token, connect_timeout_seconds=self.connect_timeout_seconds,
+            read_timeout_seconds=self.read_timeout_seconds, page_size=self.page_size,
+        )
+
+    def fetch_day(self, partition_key: str) -> ReceivedPayload:
+        budget = RetryBudget(
+            max_attempts=self.max_attempts, base_delay_seconds=self.backoff_base_seconds,
+            max_delay_seconds=self.backoff_max_seconds, max_total_seconds=self.max_total_seconds,
+        )
+        settings = self._settings()
+        pages = fetch_pages(settings, partition_key, budget, log=dg.get_dagster_logger())
+        return api_payload(settings, partition_key, pages)
+
+    def parse(self, payload: ReceivedPayload) -> ParsedPayload:
+        return parse_api_payload(payload)
 
 
 class PayloadArchiveResource(dg.ConfigurableResource):

@@ -1,0 +1,240 @@
+"""The freight API client against the real demo server on 127.0.0.1, fault by fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+
+from dpa_assets.resources import HttpFreightApiSource
+from dpa_assets.sources.demo_api import FreightApiServer
+from dpa_assets.sources.errors import SourceUnavailable
+from dpa_assets.sources.generator import generate_day
+from dpa_assets.sources.http_api import ApiSettings, RetryBudget, api_payload, fetch_pages, parse_api_payload
+from dpa_assets.sources.payload import PayloadError
+from dpa_assets.transforms import validate_freight
+from dpa_assets_tests.conftest import make_resources
+from dpa_assets_tests.support.warehouse import scalar, snapshot
+from dpa_assets_tests.test_assets import materialize
+
+DAY = "2026-11-20"
+TOKEN = "test-token-3f9a"
+SEED = 7
+FAST = RetryBudget(max_attempts=4, base_delay_seconds=0.01, max_delay_seconds=0.05, max_total_seconds=30)
+
+
+@pytest.fixture
+def server():
+    with FreightApiServer(token=TOKEN, seed=SEED) as running:
+        yield running
+
+
+def settings_for(server: FreightApiServer, **overrides) -> ApiSettings:
+    return ApiSettings(**{"base_url": server.url, "token": TOKEN, "read_timeout_seconds": 0.5, "page_size": 100, **overrides})
+
+
+def page_requests(server: FreightApiServer) -> int:
+    return sum(1 for request in server.requests if request["path"] == "/v1/movements")
+
+
+def fetch_and_parse(server: FreightApiServer, budget: RetryBudget = FAST, **overrides):
+    settings = settings_for(server, **overrides)
+    return parse_api_payload(api_payload(settings, DAY, fetch_pages(settings, DAY, budget)))
+
+
+def test_a_day_is_fetched_page_by_page_and_matches_the_source(server):
+    parsed = fetch_and_parse(server, page_size=40)
+    generated = generate_day(date.fromisoformat(DAY), seed=SEED)
+    assert len(parsed.frame) == len(generated.records)
+    assert page_requests(server) == -(-len(generated.records) // 40)
+    outcome = validate_freight(parsed.frame, DAY)
+    assert outcome.rows_rejected == generated.bad_count
+    assert parsed.frame.loc[0, "shipment_id"] == generated.records[0]["shipment_id"]
+
+
+@pytest.mark.parametrize("kind", ["error_500", "error_503", "offline", "truncated_json"])
+def test_transient_faults_are_retried_then_succeed(server, kind, caplog):
+    server.add_fault(kind, times=2, page=2)
+    parsed = fetch_and_parse(server)
+    assert len(parsed.frame) == len(generate_day(date.fromisoformat(DAY), seed=SEED).records)
+    assert sum(1 for record in caplog.records if "retrying in" in record.message) == 2
+
+
+def test_slow_answer_beyond_the_read_timeout_is_retried(server):
+    server.add_fault("slow", delay=1.2, times=1)
+    started = time.monotonic()
+    parsed = fetch_and_parse(server, read_timeout_seconds=0.3)
+    assert len(parsed.frame) > 0
+    assert time.monotonic() - started < 5
+
+
+def test_retry_after_is_honoured(server):
+    server.add_fault("rate_limited", retry_after=0.4, times=1)
+    waits: list[float] = []
+    settings = settings_for(server)
+    fetch_pages(settings, DAY, FAST, sleep=lambda seconds: (waits.append(seconds), time.sleep(seconds)))
+    assert waits == [0.4]
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "problem"),
+    [
+        ("error_503", {}, "HTTP 503"),
+        ("offline", {}, "connection failed"),
+        ("truncated_json", {}, "not valid JSON"),
+        ("slow", {"delay": 1.0}, "no answer within the timeout"),
+    ],
+)
+def test_persistent_faults_fail_cleanly_after_bounded_attempts(server, kind, options, problem):
+    server.add_fault(kind, times=-1, **options)
+    with pytest.raises(SourceUnavailable) as raised:
+        fetch_and_parse(server, read_timeout_seconds=0.3)
+    message = str(raised.value)
+    assert DAY in message and f"{server.url}/v1/movements" in message
+    assert "failed 4 times" in message and problem in message
+    assert TOKEN not in message
+
+
+def test_connection_refused_when_the_api_is_down():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    settings = ApiSettings(base_url=f"http://127.0.0.1:{port}", token=TOKEN)
+    with pytest.raises(SourceUnavailable, match="failed 4 times.*connection refused"):
+        fetch_pages(settings, DAY, FAST)
+
+
+def test_total_time_bound_stops_retrying_early(server):
+    server.add_fault("rate_limited", retry_after=5, times=-1)
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailable, match="failed 1 times"):
+        fetch_and_parse(server, budget=RetryBudget(max_attempts=10, max_total_seconds=2))
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("status_fault", "match"),
+    [("token", "refused the token"), ("future", "not published yet")],
+)
+def test_auth_and_unpublished_days_are_not_retried(server, status_fault, match):
+    settings = settings_for(server, token="wrong") if status_fault == "token" else settings_for(server)
+    day = "2099-01-01" if status_fault == "future" else DAY
+    with pytest.raises(SourceUnavailable, match=match):
+        fetch_pages(settings, day, FAST)
+    assert page_requests(server) == 1
+
+
+def test_wrong_field_names_are_a_structural_fault(server):
+    server.add_fault("wrong_field_names", times=-1)
+    with pytest.raises(PayloadError, match=r"lack required fields \['shipment_id', 'net_tonnage'\].*renamed"):
+        fetch_and_parse(server)
+
+
+def test_a_duplicated_page_is_detected(server):
+    server.add_fault("duplicate_page", page=2, times=1)
+    with pytest.raises(PayloadError, match="page 1 was served twice"):
+        fetch_and_parse(server)
+
+
+def test_bad_values_in_a_page_are_row_level_not_structural(server):
+    parsed = fetch_and_parse(server)
+    outcome = validate_freight(parsed.frame, DAY)
+    assert outcome.rows_rejected > 0 and len(outcome.valid) > 0
+
+
+def api_resources(server: FreightApiServer, warehouse_url: str, tmp_path: Path, retry_step: bool = False) -> dict:
+    resources = make_resources(tmp_path / "unused-landing", warehouse_url, tmp_path)
+    resources["freight_source"] = HttpFreightApiSource(
+        base_url=server.url, token=TOKEN, read_timeout_seconds=0.5, max_attempts=3,
+        backoff_base_seconds=0.01, page_size=100, retry_step_on_outage=retry_step,
+    )
+    return resources
+
+
+def test_materialize_from_the_api_loads_the_day(server, warehouse_url, tmp_path, instance):
+    result = materialize(api_resources(server, warehouse_url, tmp_path), DAY, instance)
+    assert result.success
+    generated = generate_day(date.fromisoformat(DAY), seed=SEED)
+    loaded = scalar(warehouse_url, "SELECT count(*) FROM warehouse_facts")
+    assert loaded == len(generated.records) - generated.bad_count
+    archived = [path for path in (tmp_path / "archive" / DAY).glob("received-*.json") if ".meta." not in path.name]
+    assert len(archived) == 1 and json.loads(archived[0].read_text())["pages"]
+
+
+def _all_event_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    return "\n".join(str(record.event_log_entry) for record in instance.get_records_for_run(run_id).records)
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "phrase"),
+    [
+        ("error_503", {"times": -1}, "could not be fetched"),
+        ("truncated_json", {"times": -1}, "not valid JSON"),
+        ("wrong_field_names", {"times": -1}, "lack required fields"),
+        ("duplicate_page", {"times": 1, "page": 2}, "served twice"),
+    ],
+)
+def test_failed_fetch_leaves_the_warehouse_unchanged(server, warehouse_url, tmp_path, instance, kind, options, phrase):
+    resources = api_resources(server, warehouse_url, tmp_path)
+    assert materialize(resources, DAY, instance).success
+    before = snapshot(warehouse_url)
+    server.add_fault(kind, **options)
+
+    result = materialize(resources, DAY, instance)
+
+    assert not result.success
+    failure = result.failure_data_for_node("raw_freight")
+    assert DAY in failure.error.message and phrase in failure.error.message
+    assert f"{server.url}/v1/movements" in failure.error.message
+    assert snapshot(warehouse_url) == before
+    assert TOKEN not in _all_event_text(instance, result.run_id)
+
+
+@pytest.mark.slow
+def test_the_step_retry_policy_rides_out_a_longer_outage(server, sqlite_url, tmp_path, instance):
+    server.add_fault("error_503", times=-1)
+    resources = api_resources(server, sqlite_url, tmp_path, retry_step=True)
+
+    def api_comes_back() -> None:
+        while page_requests(server) < 3:  # the first step attempt has used its 3 tries
+            time.sleep(0.05)
+        server.clear_faults()
+
+    threading.Thread(target=api_comes_back, daemon=True).start()
+    result = materialize(resources, DAY, instance)
+
+    assert result.success
+    retried = [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried and retried[0].step_key == "raw_freight"
+    assert scalar(sqlite_url, "SELECT count(*) FROM warehouse_facts") > 0
+
+
+def test_serve_api_command_serves_the_contract(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "DPA_FREIGHT_API_TOKEN": TOKEN}
+    dpa = str(Path(sys.executable).with_name("dpa"))
+    process = subprocess.Popen([dpa, "serve-api", "--port", str(port), "--fault", f"error_503:{DAY}:1"],
+                               env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "freight API on" in process.stdout.readline()
+        url = f"http://127.0.0.1:{port}/v1/movements"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert requests.get(url, params={"date": DAY}, headers=headers, timeout=5).status_code == 503
+        answer = requests.get(url, params={"date": DAY}, headers=headers, timeout=5)
+        assert answer.status_code == 200 and answer.json()["page"] == 1
+        assert requests.get(url, params={"date": DAY}, timeout=5).status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
