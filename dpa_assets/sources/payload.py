@@ -6,10 +6,13 @@ engineer can act on. Row-level problems (a bad number in one row) are left to va
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
+import re
 from dataclasses import dataclass, field
+from typing import Any  # csv's reader type is private
 
 import pandas as pd
 
@@ -18,6 +21,7 @@ from dpa_assets.freight_model import RAW_COLUMNS
 SOURCE_LINE = "source_line"  # 1-based line in the received file, kept so rejects point back to it
 _CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(14, 32)) + b"\x7f"
 _OTHER_DELIMITERS = (";", "\t", "|")
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")  # an accented letter as UTF-8 writes it
 
 
 class PayloadError(ValueError):
@@ -53,7 +57,8 @@ def decode_text(payload: ReceivedPayload) -> tuple[str, str]:
         The text and the encoding used.
     """
     raw = payload.content
-    if not raw.strip():
+    # A byte-order mark alone is what an exporter that died after its first write leaves: still empty.
+    if not raw.removeprefix(codecs.BOM_UTF8).strip():
         raise PayloadError(f"{payload.origin}: the file is empty")
     if any(byte in _CONTROL_BYTES for byte in raw[:65536]) or b"\x00" in raw:
         raise PayloadError(
@@ -61,12 +66,21 @@ def decode_text(payload: ReceivedPayload) -> tuple[str, str]:
         )
     try:
         return raw.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as error:
+        if _UTF8_MULTIBYTE.search(raw):
+            # Real UTF-8 accents next to an invalid byte: a damaged UTF-8 file. Reading it as
+            # Latin-1 would silently turn every "Edéa" into "EdÃ©a", so refuse it instead.
+            raise PayloadError(
+                f"{payload.origin}: the file is UTF-8 but byte {error.start} "
+                f"(0x{raw[error.start]:02x}) is not valid UTF-8; the file is damaged or mixes encodings"
+            ) from error
         return raw.decode("latin-1"), "latin-1"
 
 
 def _check_header(origin: str, header: list[str]) -> list[str]:
     names = [name.strip() for name in header]
+    if not any(names):
+        raise PayloadError(f"{origin}: the first line is blank; the header must be on line 1")
     if len(names) == 1:
         for delimiter in _OTHER_DELIMITERS:
             if delimiter in names[0]:
@@ -111,21 +125,21 @@ def parse_csv(payload: ReceivedPayload) -> ParsedPayload:
             f"{payload.origin}: the file does not end with a line break; it was cut off "
             f"during transfer (last line {lines[-1]})"
         )
-    frame = pd.DataFrame(rows, columns=names, dtype=object)
+    # Extra columns are dropped before numbering, so one named like ours cannot clash with the line numbers.
+    frame = pd.DataFrame(rows, columns=names, dtype=object)[list(RAW_COLUMNS)]
     frame.insert(0, SOURCE_LINE, lines)
     extra = [name for name in names if name not in RAW_COLUMNS]
-    return ParsedPayload(frame=frame[[SOURCE_LINE, *RAW_COLUMNS]], encoding=encoding, extra_columns=extra)
+    return ParsedPayload(frame=frame, encoding=encoding, extra_columns=extra)
 
 
-def _read_rows(
-    origin: str, reader: "csv._reader", names: list[str]
-) -> tuple[list[list[str]], list[int]]:
+def _read_rows(origin: str, reader: Any, names: list[str]) -> tuple[list[list[str]], list[int]]:
     rows: list[list[str]] = []
     lines: list[int] = []
     for row in reader:
         if not row:
             continue  # blank line
-        if [value.strip() for value in row] == names:
+        # The decoder only strips the first file's byte-order mark; a second file brings its own.
+        if [value.strip().removeprefix("\ufeff") for value in row] == names:
             raise PayloadError(
                 f"{origin}: the header appears again at line {reader.line_num}; "
                 "two files were concatenated"

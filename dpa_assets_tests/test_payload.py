@@ -1,0 +1,444 @@
+"""Landing payloads: a structurally broken file fails loudly, naming the file and the fault.
+
+Every structural fault an export or a transfer can produce (nothing delivered, empty, cut off, wrong
+delimiter, missing, renamed or duplicated columns, two files concatenated, binary data, broken quoting)
+raises ``PayloadError`` whose message starts with the file path and says what is wrong; through Dagster
+it fails the run and leaves the warehouse exactly as it was. Row-level problems never raise: the row is
+kept as text and validation rejects it. Property tests mutate valid files at random: the parser returns
+text rows or a ``PayloadError``, never any other exception.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import gzip
+import io
+import random
+import tempfile
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dpa_assets import assets
+from dpa_assets.freight_model import RAW_COLUMNS
+from dpa_assets.resources import LandingDirSource, PayloadArchiveResource
+from dpa_assets.sources.generator import GeneratedDay, generate_day, landing_file_name, write_landing_file
+from dpa_assets.sources.payload import SOURCE_LINE, ParsedPayload, PayloadError, ReceivedPayload, parse_csv
+from dpa_assets.transforms import validate_freight
+from dpa_assets_tests.conftest import PARTITION_KEY
+from dpa_assets_tests.support.warehouse import snapshot
+from dpa_assets_tests.test_assets import materialize
+
+DAY = date.fromisoformat(PARTITION_KEY)
+BOM = codecs.BOM_UTF8
+ORIGIN = f"/landing/{landing_file_name(DAY)}"
+
+
+# --- building and reading landing files -------------------------------------------------------------
+
+
+def _csv(header: list[str], rows: list[list[str]], delimiter: str = ",", encoding: str = "utf-8") -> bytes:
+    """A CSV file as the freight system's exporter writes it (CRLF line endings)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, delimiter=delimiter)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode(encoding)
+
+
+def _rows(records: list[dict[str, str]]) -> list[list[str]]:
+    return [[record[column] for column in RAW_COLUMNS] for record in records]
+
+
+def _without_column(content: bytes, column: str) -> bytes:
+    header, *rows = csv.reader(io.StringIO(content.decode("utf-8"), newline=""))
+    index = header.index(column)
+    return _csv(header[:index] + header[index + 1 :], [row[:index] + row[index + 1 :] for row in rows])
+
+
+def _cut_in_last_line(content: bytes) -> bytes:
+    """The file as a transfer that died halfway through its last line leaves it."""
+    body = content.rstrip(b"\r\n")
+    last_line_start = body.rfind(b"\n") + 1
+    return body[: last_line_start + (len(body) - last_line_start) // 2]
+
+
+def _parse_file(path: Path, content: bytes) -> ParsedPayload:
+    """Write the landing file, then fetch and parse it the way ``raw_freight`` does."""
+    path.write_bytes(content)
+    source = LandingDirSource(landing_dir=str(path.parent))
+    return source.parse(source.fetch_day(PARTITION_KEY))
+
+
+def _fault(path: Path, content: bytes) -> str:
+    """The ``PayloadError`` message for a broken landing file; it must start with the file path."""
+    with pytest.raises(PayloadError) as caught:
+        _parse_file(path, content)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    return message
+
+
+@pytest.fixture
+def landing_file(generated_day: GeneratedDay, landing_dir: Path) -> Path:
+    return landing_dir / landing_file_name(generated_day.day)
+
+
+# --- structural faults: one test each ------------------------------------------------------------------
+
+
+def test_missing_file_says_no_landing_file_was_delivered(landing_dir, partition_key):
+    with pytest.raises(PayloadError) as caught:
+        LandingDirSource(landing_dir=str(landing_dir)).fetch_day(partition_key)
+
+    assert str(caught.value).startswith(f"{landing_dir / landing_file_name(DAY)}: ")
+    assert "no landing file for 2026-11-20" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"  \r\n\t\n", BOM, BOM + b"\r\n"],
+    ids=["zero_bytes", "whitespace_only", "byte_order_mark_only", "byte_order_mark_and_newline"],
+)
+def test_empty_file_is_refused_as_empty(landing_file, content):
+    assert "the file is empty" in _fault(landing_file, content)
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b""], ids=["with_newline", "without_newline"])
+def test_header_only_file_says_there_are_no_movements(landing_file, ending):
+    content = _csv(list(RAW_COLUMNS), []).rstrip(b"\r\n") + ending
+
+    assert "has a header but no movements" in _fault(landing_file, content)
+
+
+def test_file_cut_in_the_middle_of_the_last_line_is_truncated(landing_file, generated_day):
+    message = _fault(landing_file, _cut_in_last_line(landing_file.read_bytes()))
+
+    last_line = len(generated_day.records) + 1
+    assert f"line {last_line} has" in message and "truncated" in message
+
+
+def test_file_cut_inside_its_last_value_was_cut_off_during_transfer(landing_file, generated_day):
+    content = landing_file.read_bytes().rstrip(b"\r\n")[:-1]
+
+    message = _fault(landing_file, content)
+
+    assert "does not end with a line break" in message and "cut off during transfer" in message
+
+
+def test_row_with_too_few_fields_in_the_middle_names_its_line(landing_file, generated_day):
+    rows = _rows(generated_day.records)
+    del rows[48][5]  # file line 50 lost its commodity and the comma before it
+
+    message = _fault(landing_file, _csv(list(RAW_COLUMNS), rows))
+
+    assert "line 50 has 11 fields where the header has 12" in message
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolon", "tab"])
+def test_wrong_delimiter_is_named(landing_file, generated_day, delimiter):
+    content = _csv(list(RAW_COLUMNS), _rows(generated_day.records), delimiter=delimiter)
+
+    message = _fault(landing_file, content)
+
+    assert f"separated by {delimiter!r}, expected ','" in message and "wrong delimiter" in message
+
+
+def test_missing_required_column_is_named(landing_file):
+    message = _fault(landing_file, _without_column(landing_file.read_bytes(), "customer"))
+
+    assert "required columns missing: ['customer']" in message and "unexpected" not in message
+
+
+def test_renamed_column_names_the_missing_and_the_unexpected_column(landing_file, generated_day):
+    header = ["net_weight" if column == "net_tonnage" else column for column in RAW_COLUMNS]
+
+    message = _fault(landing_file, _csv(header, _rows(generated_day.records)))
+
+    assert "required columns missing: ['net_tonnage']" in message
+    assert "unexpected columns ['net_weight'] (renamed?)" in message
+
+
+def test_duplicated_header_column_is_named(landing_file, generated_day):
+    header = [*RAW_COLUMNS, "customer"]
+    rows = [row + [row[RAW_COLUMNS.index("customer")]] for row in _rows(generated_day.records)]
+
+    message = _fault(landing_file, _csv(header, rows))
+
+    assert "columns appear twice in the header: ['customer']" in message
+
+
+@pytest.mark.parametrize("mark", [b"", BOM], ids=["plain", "each_with_byte_order_mark"])
+def test_header_repeated_in_the_middle_means_two_files_were_concatenated(landing_file, generated_day, mark):
+    first = landing_file.read_bytes()
+    second = _csv(list(RAW_COLUMNS), _rows(generate_day(date(2026, 11, 21), rows=5).records))
+
+    message = _fault(landing_file, mark + first + mark + second)
+
+    repeated_at = len(generated_day.records) + 2
+    assert f"the header appears again at line {repeated_at}" in message
+    assert "two files were concatenated" in message
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        lambda good: random.Random(20261120).randbytes(2048) + b"\x00",
+        lambda good: gzip.compress(good),
+        lambda good: good + b"\x00" * 4096,
+    ],
+    ids=["random_bytes", "gzip_under_a_csv_name", "nul_padding_after_a_crash"],
+)
+def test_binary_garbage_is_refused_as_binary(landing_file, garbage: Callable[[bytes], bytes]):
+    message = _fault(landing_file, garbage(landing_file.read_bytes()))
+
+    assert "binary data" in message and "not CSV text" in message
+
+
+def _with_customer(records: list[dict[str, str]], index: int, raw_value: bytes) -> bytes:
+    """The file with one customer value replaced by raw bytes, quotes and all."""
+    rows = _rows(records)
+    rows[index][RAW_COLUMNS.index("customer")] = "RAW-VALUE"
+    return _csv(list(RAW_COLUMNS), rows).replace(b"RAW-VALUE", raw_value)
+
+
+def test_text_after_a_closing_quote_is_malformed_csv(landing_file, generated_day):
+    content = _with_customer(generated_day.records, 8, b'"Ciments" du Littoral')  # file line 10
+
+    message = _fault(landing_file, content)
+
+    assert "malformed CSV near line 10" in message and "',' expected after '\"'" in message
+
+
+def test_quote_never_closed_is_malformed_csv(landing_file, generated_day):
+    content = _with_customer(generated_day.records, -1, b'"Ciments du Littoral')
+
+    message = _fault(landing_file, content)
+
+    assert "malformed CSV near line" in message and "unexpected end of data" in message
+
+
+# --- tolerated variations ----------------------------------------------------------------------------
+
+
+def test_extra_columns_are_tolerated_and_reported(landing_file, generated_day):
+    header = [*RAW_COLUMNS[:5], "remarks", *RAW_COLUMNS[5:], "wagon_type"]
+    rows = [[*row[:5], "fragile", *row[5:], "Tadns"] for row in _rows(generated_day.records)]
+
+    parsed = _parse_file(landing_file, _csv(header, rows))
+
+    assert parsed.extra_columns == ["remarks", "wagon_type"]
+    assert list(parsed.frame.columns) == [SOURCE_LINE, *RAW_COLUMNS]
+    assert parsed.frame["customer"].tolist() == [record["customer"] for record in generated_day.records]
+
+
+def test_extra_column_named_source_line_does_not_replace_the_line_numbers(landing_file, generated_day):
+    rows = [[*row, "999"] for row in _rows(generated_day.records)]
+
+    parsed = _parse_file(landing_file, _csv([*RAW_COLUMNS, SOURCE_LINE], rows))
+
+    assert parsed.extra_columns == [SOURCE_LINE]
+    assert parsed.frame[SOURCE_LINE].tolist() == list(range(2, len(rows) + 2))
+
+
+def test_latin1_file_is_accepted_and_its_accents_decoded(landing_file, generated_day):
+    records = [dict(record) for record in generated_day.records]
+    records[0]["customer"], records[1]["customer"] = "Scierie d'Edéa", "Transit Bélabo"
+
+    parsed = _parse_file(landing_file, _csv(list(RAW_COLUMNS), _rows(records), encoding="latin-1"))
+
+    assert parsed.encoding == "latin-1"
+    assert parsed.frame["customer"].tolist() == [record["customer"] for record in records]
+    assert "Céréales de l'Adamaoua" in parsed.frame["customer"].tolist()
+
+
+def test_utf8_file_with_one_stray_byte_is_refused_not_garbled(landing_file, generated_day):
+    content = _csv(list(RAW_COLUMNS), _rows(generated_day.records))
+    assert "é".encode() in content  # real UTF-8 accents ("Céréales") elsewhere in the file
+    damaged = content.replace(b"Travaux de la Voie", b"Travaux de la Vo\xf6e", 1)
+
+    message = _fault(landing_file, damaged)
+
+    assert "is UTF-8 but byte" in message and "0xf6" in message
+
+
+def test_blank_first_line_says_where_the_header_should_be(landing_file, generated_day):
+    message = _fault(landing_file, b"\r\n" + _csv(list(RAW_COLUMNS), _rows(generated_day.records)))
+    assert "first line is blank" in message
+
+
+def test_utf8_byte_order_mark_is_accepted(landing_file):
+    plain = _parse_file(landing_file, landing_file.read_bytes())
+
+    with_mark = _parse_file(landing_file, BOM + landing_file.read_bytes())
+
+    assert with_mark.encoding == "utf-8"
+    pd.testing.assert_frame_equal(with_mark.frame, plain.frame)
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_line_endings_do_not_change_the_rows(landing_file, generated_day, newline):
+    content = _csv(list(RAW_COLUMNS), _rows(generated_day.records)).replace(b"\r\n", newline)
+
+    parsed = _parse_file(landing_file, content)
+
+    assert parsed.frame[list(RAW_COLUMNS)].values.tolist() == _rows(generated_day.records)
+
+
+@pytest.mark.parametrize(
+    "column, bad_value",
+    [("net_tonnage", "12,5 t"), ("wagon_count", "douze"), ("departure_time", "31/02/2026 08:00")],
+)
+def test_bad_value_in_one_row_is_kept_as_text_for_validation_to_reject(
+    landing_file, generated_day, partition_key, column, bad_value
+):
+    records = [dict(record) for record in generated_day.records]
+    records[5][column] = bad_value  # file line 7
+
+    parsed = _parse_file(landing_file, _csv(list(RAW_COLUMNS), _rows(records)))
+
+    assert len(parsed.frame) == len(records)
+    assert parsed.frame.at[5, column] == bad_value and parsed.frame.at[5, SOURCE_LINE] == 7
+    assert 7 in validate_freight(parsed.frame, partition_key).rejects["source_line"].tolist()
+
+
+# --- through Dagster: the run fails, the warehouse does not move ------------------------------------------
+
+DAGSTER_FAULTS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    "truncated": (_cut_in_last_line, "truncated"),
+    "wrong_delimiter": (lambda good: good.replace(b",", b";"), "wrong delimiter"),
+    "binary_garbage": (lambda good: random.Random(7).randbytes(4096) + b"\x00", "binary data"),
+    "missing_column": (lambda good: _without_column(good, "wagon_count"), "required columns missing"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(DAGSTER_FAULTS))
+def test_structural_fault_fails_the_run_and_leaves_the_warehouse_unchanged(
+    fault, resources, warehouse_url, landing_file, partition_key, instance
+):
+    assert materialize(resources, partition_key, instance).success
+    before = snapshot(warehouse_url)
+    break_file, phrase = DAGSTER_FAULTS[fault]
+    landing_file.write_bytes(break_file(landing_file.read_bytes()))
+
+    result = materialize(resources, partition_key, instance)
+
+    assert not result.success
+    message = result.failure_data_for_node("raw_freight").user_failure_data.description
+    assert f"cannot be read: {landing_file}: " in message and phrase in message
+    assert not result.asset_materializations_for_node("warehouse_facts")
+    assert before["warehouse_facts"] and snapshot(warehouse_url) == before
+
+
+# --- property tests: random damage gives text rows or a PayloadError, nothing else --------------------------
+
+
+@functools.cache
+def _valid_files() -> tuple[bytes, ...]:
+    """Valid landing files as the generator writes them, plus LF-only, BOM and Latin-1 variants."""
+    with tempfile.TemporaryDirectory() as folder:
+        small, larger = (
+            write_landing_file(Path(folder), generate_day(DAY, rows=rows, seed=seed)).read_bytes()
+            for rows, seed in ((8, 1), (30, 2))
+        )
+    return small, larger, small.replace(b"\r\n", b"\n"), BOM + small, larger.decode().encode("latin-1")
+
+
+def _truncate(draw, content: bytes) -> bytes:
+    return content[: draw(st.integers(0, len(content)))]
+
+
+def _flip_bytes(draw, content: bytes) -> bytes:
+    data = bytearray(content)
+    for _ in range(draw(st.integers(1, 8)) if data else 0):
+        data[draw(st.integers(0, len(data) - 1))] ^= 1 << draw(st.integers(0, 7))
+    return bytes(data)
+
+
+def _drop_column(draw, content: bytes) -> bytes:
+    lines = content.splitlines(keepends=True)
+    column = draw(st.integers(0, len(RAW_COLUMNS) - 1))
+    where = draw(st.sampled_from(["header", "rows", "both"]))
+    chosen = {"header": range(0, 1), "rows": range(1, len(lines)), "both": range(len(lines))}[where]
+
+    def drop(line: bytes) -> bytes:
+        body = line.rstrip(b"\r\n")
+        fields = body.split(b",")
+        return b",".join(fields[:column] + fields[column + 1 :]) + line[len(body) :]
+
+    return b"".join(drop(line) if number in chosen else line for number, line in enumerate(lines))
+
+
+def _shuffle_lines(draw, content: bytes) -> bytes:
+    return b"".join(draw(st.permutations(content.splitlines(keepends=True))))
+
+
+def _duplicate_lines(draw, content: bytes) -> bytes:
+    lines = content.splitlines(keepends=True)
+    for _ in range(draw(st.integers(1, 3)) if lines else 0):
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(lines)))
+    return b"".join(lines)
+
+
+def _insert_bytes(draw, content: bytes) -> bytes:
+    at = draw(st.integers(0, len(content)))
+    return content[:at] + draw(st.binary(min_size=1, max_size=16)) + content[at:]
+
+
+MUTATIONS = (_truncate, _flip_bytes, _drop_column, _shuffle_lines, _duplicate_lines, _insert_bytes)
+
+
+@st.composite
+def mutated_files(draw, below_header: bool = False) -> bytes:
+    """A valid landing file damaged by one to three random mutations, optionally only below its header."""
+    content = draw(st.sampled_from(_valid_files()))
+    header, body = (content[: content.index(b"\n") + 1], content[content.index(b"\n") + 1 :])
+    if not below_header:
+        header, body = b"", content
+    for mutate in draw(st.lists(st.sampled_from(MUTATIONS), min_size=1, max_size=3)):
+        body = mutate(draw, body)
+    return header + body
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=mutated_files())
+def test_damaged_file_parses_to_text_rows_or_raises_payload_error(content):
+    try:
+        parsed = parse_csv(ReceivedPayload(ORIGIN, content))
+    except PayloadError as error:
+        assert str(error).startswith(f"{ORIGIN}: ")
+        return
+    assert list(parsed.frame.columns) == [SOURCE_LINE, *RAW_COLUMNS]
+    assert all(isinstance(value, str) for column in RAW_COLUMNS for value in parsed.frame[column])
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=mutated_files(below_header=True))  # an intact header lets more files reach validation
+def test_damaged_file_through_raw_freight_and_validation_loses_no_row(content, tmp_path, partition_key):
+    landing = tmp_path / "landing"
+    landing.mkdir(exist_ok=True)
+    (landing / landing_file_name(DAY)).write_bytes(content)
+    try:
+        raw = assets.raw_freight(
+            dg.build_asset_context(partition_key=partition_key),
+            freight_source=LandingDirSource(landing_dir=str(landing)),
+            payload_archive=PayloadArchiveResource(archive_dir=str(tmp_path / "archive")),
+        )
+    except dg.Failure as failure:
+        assert f"cannot be read: {landing / landing_file_name(DAY)}: " in failure.description
+        return
+
+    outcome = validate_freight(raw, partition_key)
+
+    assert outcome.rows_received == len(raw) == len(outcome.valid) + outcome.rows_rejected
+    in_and_out = sorted([*outcome.valid[SOURCE_LINE], *outcome.rejects["source_line"]])
+    assert in_and_out == sorted(raw[SOURCE_LINE])
