@@ -12,6 +12,7 @@ import dagster as dg
 
 from dpa_assets.io_manager import WarehouseIOManager
 from dpa_assets.resources import (
+    AlertJournalResource,
     FreightSource,
     HttpFreightApiSource,
     LandingDirSource,
@@ -79,5 +80,6 @@ def build_resources(deployment: str, freight_source: str = "landing") -> dict[st
         "payload_archive": archive,
         "warehouse": warehouse,
         "validation_policy": ValidationPolicyResource(),
+        "alert_journal": AlertJournalResource(),
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
     }

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from dpa_assets.settings import (
     DEFAULT_MAX_REJECTION_RATE,
+    ENV_ALERT_JOURNAL,
     ENV_ARCHIVE_DIR,
     ENV_FREIGHT_API_TOKEN,
     ENV_FREIGHT_API_URL,
@@ -104,6 +105,17 @@ class HttpFreightApiSource(FreightSource):
 
     def parse(self, payload: ReceivedPayload) -> ParsedPayload:
         return parse_api_payload(payload)
+
+
+class AlertJournalResource(dg.ConfigurableResource):
+    """Where failure alerts are archived (one JSON line each)."""
+
+    journal_file: str | None = Field(
+        default=None, description=f"Journal file; default ${ENV_ALERT_JOURNAL} or <DAGSTER_HOME>/alerts/journal.jsonl"
+    )
+
+    def path(self) -> Path:
+        return Path(self.journal_file or os.environ.get(ENV_ALERT_JOURNAL) or local_home() / "alerts" / "journal.jsonl")
 
 
 class PayloadArchiveResource(dg.ConfigurableResource):

@@ -22,6 +22,7 @@ def test_code_location_contents_are_pinned():
     }
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_freight_job", "freshness_check_job"}
     assert [schedule.name for schedule in defs.schedules] == ["daily_freight_schedule", "freshness_check_schedule"]
+    assert [sensor.name for sensor in defs.sensors] == ["freight_failure_alert_sensor"]
     check_keys = defs.resolve_asset_graph().asset_check_keys
     assert {(key.asset_key.to_user_string(), key.name) for key in check_keys} == {
         ("validated_freight", "rejection_rate"),
@@ -42,7 +43,8 @@ def test_all_three_assets_share_the_daily_partitions():
 def test_every_deployment_builds(deployment):
     resources = build_resources(deployment)
     assert set(resources) == {
-        "freight_source", "payload_archive", "warehouse", "validation_policy", "warehouse_io_manager"
+        "freight_source", "payload_archive", "warehouse", "validation_policy", "alert_journal",
+        "warehouse_io_manager",
     }
 
 

@@ -1,0 +1,57 @@
+"""Sensors: a failed freight run becomes an alert in the journal (and, later, an SMS)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from dpa_assets.alerts.journal import Alert, append_alert
+from dpa_assets.jobs import daily_freight_job, freshness_check_job
+from dpa_assets.resources import AlertJournalResource
+
+PARTITION_TAG = "dagster/partition"
+
+
+def alert_for_failed_run(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent]) -> Alert:
+    """Describe a failed run in the words the on-call needs.
+
+    Args:
+        run: the failed run.
+        step_failures: its STEP_FAILURE events.
+
+    Returns:
+        The alert, with a one-line summary and a line per failed step.
+    """
+    partition = run.tags.get(PARTITION_TAG)
+    details = []
+    for event in step_failures:
+        error = getattr(event.event_specific_data, "error", None)
+        message = error.message.strip().splitlines()[0] if error is not None and error.message else "failed"
+        details.append(f"{event.step_key}: {message}")
+    day = f" for {partition}" if partition else ""
+    first = details[0] if details else "the run failed before any step"
+    return Alert(
+        raised_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        severity="error",
+        job=run.job_name,
+        run_id=run.run_id,
+        partition=partition,
+        summary=f"DPA {run.job_name}{day} FAILED: {first}"[:300],
+        details=details,
+    )
+
+
+@dg.run_failure_sensor(
+    name="freight_failure_alert_sensor",
+    monitored_jobs=[daily_freight_job, freshness_check_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Archives every failed freight run as an alert in the journal.",
+)
+def freight_failure_alert_sensor(
+    context: dg.RunFailureSensorContext, alert_journal: AlertJournalResource
+) -> None:
+    """Journal the failure, so nothing depends on someone watching the UI at 3 a.m."""
+    alert = alert_for_failed_run(context.dagster_run, context.get_step_failure_events())
+    append_alert(alert_journal.path(), alert)
+    context.log.info(f"alert journaled: {alert.summary}")
