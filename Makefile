@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test ui install clean
+.PHONY: run test lint ui install clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("DPA needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -21,8 +21,12 @@ run: install
 	@mkdir -p "$(DAGSTER_HOME)"
 	$(BIN)/dpa demo --days 3
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check dpa_assets dpa_assets_tests
+	$(BIN)/ruff format --check dpa_assets dpa_assets_tests
 
 ui: install
 	$(BIN)/dpa setup-warehouse

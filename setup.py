@@ -18,6 +18,6 @@ setup(
         "requests>=2.32",
         "tabulate>=0.9",
     ],
-    extras_require={"dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"]},
+    extras_require={"dev": ["pytest>=8", "hypothesis>=6.100", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["dpa=dpa_assets.cli:main"]},
 )

@@ -11,10 +11,21 @@ import dagster as dg
 import pandas as pd
 
 from dpa_assets.partitions import daily_partitions, require_known_partition
-from dpa_assets.resources import FreightSource, PayloadArchiveResource, ValidationPolicyResource, WarehouseResource
+from dpa_assets.resources import (
+    FreightSource,
+    PayloadArchiveResource,
+    ValidationPolicyResource,
+    WarehouseResource,
+)
 from dpa_assets.sources.errors import SourceUnavailable
 from dpa_assets.sources.payload import PayloadError
-from dpa_assets.transforms import ValidationOutcome, facts_checksum, to_facts, top_rejection_reasons, validate_freight
+from dpa_assets.transforms import (
+    ValidationOutcome,
+    facts_checksum,
+    to_facts,
+    top_rejection_reasons,
+    validate_freight,
+)
 from dpa_assets.warehouse.ledger import BLOCKED, VALIDATED, PartitionLoad, record_validation
 from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
 
@@ -48,7 +59,8 @@ def raw_freight(
         ) from error
     except PayloadError as error:
         raise dg.Failure(
-            description=f"Freight for {key} cannot be read: {error}. Nothing was written.", allow_retries=False
+            description=f"Freight for {key} cannot be read: {error}. Nothing was written.",
+            allow_retries=False,
         ) from error
     context.add_output_metadata(
         {
@@ -83,8 +95,12 @@ def validated_freight(
     blocked = validation_policy.blocks(outcome.rows_rejected, outcome.rows_received)
     # Rejects are stored even when the day is blocked: the quarantine is what the on-call reads.
     record_validation(
-        warehouse.get_engine(), day, context.run.run_id, outcome.rejects,
-        outcome.rows_received, BLOCKED if blocked else VALIDATED,
+        warehouse.get_engine(),
+        day,
+        context.run.run_id,
+        outcome.rejects,
+        outcome.rows_received,
+        BLOCKED if blocked else VALIDATED,
     )
     metadata = validation_metadata(outcome)
     metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))

@@ -42,9 +42,7 @@ def rejection_rate(
     metadata["max_rejection_rate"] = dg.MetadataValue.float(validation_policy.max_rejection_rate)
     if validated_freight.rows_received == 0:
         metadata["note"] = dg.MetadataValue.text("empty day: nothing received, nothing rejected")
-    return dg.AssetCheckResult(
-        passed=not blocked, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata
-    )
+    return dg.AssetCheckResult(passed=not blocked, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
 
 def _latest_materialization_metadata(context: dg.AssetCheckExecutionContext, partition_key: str) -> dict:
@@ -93,8 +91,14 @@ def reconcile_partition(engine: Engine, day: date, recorded: dict) -> dg.AssetCh
             (len(stored) != audit["rows_loaded"], "stored fact rows differ from the audit row"),
             (checksum != audit["content_checksum"], "stored facts' checksum differs from the audit row"),
             (audit["rows_received"] != len(stored) + quarantined, "received != loaded + quarantined"),
-            (recorded.get("content_checksum") != audit["content_checksum"], "Dagster's record and the audit row disagree"),
-            (recorded.get("row_count") != audit["rows_loaded"], "Dagster's row count and the audit row disagree"),
+            (
+                recorded.get("content_checksum") != audit["content_checksum"],
+                "Dagster's record and the audit row disagree",
+            ),
+            (
+                recorded.get("row_count") != audit["rows_loaded"],
+                "Dagster's row count and the audit row disagree",
+            ),
         )
         if failed
     ]

@@ -84,7 +84,8 @@ def _print_summary(days: list[date]) -> None:
         counts = partition_counts(engine, day)
         status = row["status"] if row else "not run"
         received = row["rows_received"] if row and row["rows_received"] is not None else 0
-        print(f"{day.isoformat():<11} {status:<10} {received:>8} {counts['facts']:>7} {row['rows_rejected'] if row else 0:>8}")
+        rejected = row["rows_rejected"] if row and row["rows_rejected"] is not None else 0
+        print(f"{day.isoformat():<11} {status:<10} {received:>8} {counts['facts']:>7} {rejected:>8}")
     print(f"warehouse: {warehouse.display_url()}")
     print(f"dagster home: {os.environ['DAGSTER_HOME']}  (UI: make ui)")
 

@@ -44,9 +44,4 @@ def luhn_check_digit(payload: str) -> int:
 
 def is_valid_uic_number(value: str) -> bool:
     """True for 12 digits whose last digit is the Luhn check digit of the first 11."""
-    return (
-        len(value) == 12
-        and value.isascii()
-        and value.isdigit()
-        and luhn_check_digit(value[:11]) == int(value[11])
-    )
+    return len(value) == 12 and value.isascii() and value.isdigit() and luhn_check_digit(value[:11]) == int(value[11])

@@ -26,9 +26,7 @@ def partition_start_date() -> str:
     return value
 
 
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=partition_start_date(), timezone=TIMEZONE
-)
+daily_partitions = dg.DailyPartitionsDefinition(start_date=partition_start_date(), timezone=TIMEZONE)
 
 
 def partition_bounds(partition_key: str) -> tuple[datetime, datetime]:

@@ -90,14 +90,19 @@ class HttpFreightApiSource(FreightSource):
 
     def _settings(self) -> ApiSettings:
         return ApiSettings(
-            base_url=self.base_url, token=self.token, connect_timeout_seconds=self.connect_timeout_seconds,
-            read_timeout_seconds=self.read_timeout_seconds, page_size=self.page_size,
+            base_url=self.base_url,
+            token=self.token,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            read_timeout_seconds=self.read_timeout_seconds,
+            page_size=self.page_size,
         )
 
     def fetch_day(self, partition_key: str) -> ReceivedPayload:
         budget = RetryBudget(
-            max_attempts=self.max_attempts, base_delay_seconds=self.backoff_base_seconds,
-            max_delay_seconds=self.backoff_max_seconds, max_total_seconds=self.max_total_seconds,
+            max_attempts=self.max_attempts,
+            base_delay_seconds=self.backoff_base_seconds,
+            max_delay_seconds=self.backoff_max_seconds,
+            max_total_seconds=self.max_total_seconds,
         )
         settings = self._settings()
         pages = fetch_pages(settings, partition_key, budget, log=dg.get_dagster_logger())
@@ -111,7 +116,8 @@ class AlertJournalResource(dg.ConfigurableResource):
     """Where failure alerts are archived (one JSON line each)."""
 
     journal_file: str | None = Field(
-        default=None, description=f"Journal file; default ${ENV_ALERT_JOURNAL} or <DAGSTER_HOME>/alerts/journal.jsonl"
+        default=None,
+        description=f"Journal file; default ${ENV_ALERT_JOURNAL} or <DAGSTER_HOME>/alerts/journal.jsonl",
     )
 
     def path(self) -> Path:
@@ -121,7 +127,9 @@ class AlertJournalResource(dg.ConfigurableResource):
 class PayloadArchiveResource(dg.ConfigurableResource):
     """Where received payloads are kept, byte for byte, per day."""
 
-    archive_dir: str | None = Field(default=None, description=f"Archive folder; default ${ENV_ARCHIVE_DIR} or <DAGSTER_HOME>/archive")
+    archive_dir: str | None = Field(
+        default=None, description=f"Archive folder; default ${ENV_ARCHIVE_DIR} or <DAGSTER_HOME>/archive"
+    )
 
     def store(self, partition_key: str, payload: ReceivedPayload) -> Path:
         root = self.archive_dir or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive"

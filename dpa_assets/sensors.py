@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -32,7 +32,7 @@ def alert_for_failed_run(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent
     day = f" for {partition}" if partition else ""
     first = details[0] if details else "the run failed before any step"
     return Alert(
-        raised_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        raised_at=datetime.now(UTC).isoformat(timespec="seconds"),
         severity="error",
         job=run.job_name,
         run_id=run.run_id,
@@ -48,9 +48,7 @@ def alert_for_failed_run(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Archives every failed freight run as an alert in the journal.",
 )
-def freight_failure_alert_sensor(
-    context: dg.RunFailureSensorContext, alert_journal: AlertJournalResource
-) -> None:
+def freight_failure_alert_sensor(context: dg.RunFailureSensorContext, alert_journal: AlertJournalResource) -> None:
     """Journal the failure, so nothing depends on someone watching the UI at 3 a.m."""
     alert = alert_for_failed_run(context.dagster_run, context.get_step_failure_events())
     append_alert(alert_journal.path(), alert)

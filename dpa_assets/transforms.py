@@ -102,8 +102,7 @@ def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
             continue
         unparsed = text.notna() & typed[column].isna()
         reasons.extend(
-            {"row": row, "column": column, "rule": rule, "value": raw.at[row, column]}
-            for row in raw.index[unparsed]
+            {"row": row, "column": column, "rule": rule, "value": raw.at[row, column]} for row in raw.index[unparsed]
         )
     return typed, reasons
 
@@ -191,9 +190,7 @@ def validate_freight(
                 for row in rejected_rows
             ],
             "reasons": [json.dumps(by_row[row], ensure_ascii=False) for row in rejected_rows],
-            "reason_summary": [
-                "; ".join(f"{r['column']}: {r['rule']}" for r in by_row[row]) for row in rejected_rows
-            ],
+            "reason_summary": ["; ".join(f"{r['column']}: {r['rule']}" for r in by_row[row]) for row in rejected_rows],
         },
         columns=list(REJECT_COLUMNS),
     )
@@ -210,11 +207,7 @@ def top_rejection_reasons(rejects: pd.DataFrame, limit: int = 10) -> pd.DataFram
     Returns:
         Columns ``column``, ``rule``, ``rows``.
     """
-    pairs = [
-        (reason["column"], reason["rule"])
-        for reasons in rejects["reasons"]
-        for reason in json.loads(reasons)
-    ]
+    pairs = [(reason["column"], reason["rule"]) for reasons in rejects["reasons"] for reason in json.loads(reasons)]
     counted = pd.DataFrame(pairs, columns=["column", "rule"]).value_counts().rename("rows")
     return counted.reset_index().head(limit)
 

@@ -12,7 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from dpa_assets.io_manager import WarehouseIOManager
-from dpa_assets.resources import LandingDirSource, PayloadArchiveResource, ValidationPolicyResource, WarehouseResource
+from dpa_assets.resources import (
+    LandingDirSource,
+    PayloadArchiveResource,
+    ValidationPolicyResource,
+    WarehouseResource,
+)
 from dpa_assets.sources.generator import GeneratedDay, generate_day, write_landing_file
 from dpa_assets_tests.support.postgres import PostgresCluster, start_cluster
 

@@ -38,13 +38,17 @@ def test_materialize_loads_valid_rows_and_audits(
     assert result.success
     received = len(generated_day.records)
     loaded = scalar(warehouse_url, "SELECT count(*) FROM warehouse_facts WHERE partition_date = :d", d=partition_key)
-    quarantined = scalar(warehouse_url, "SELECT count(*) FROM freight_rejects WHERE partition_date = :d", d=partition_key)
+    quarantined = scalar(
+        warehouse_url, "SELECT count(*) FROM freight_rejects WHERE partition_date = :d", d=partition_key
+    )
     assert quarantined == generated_day.bad_count > 0
     assert loaded == received - generated_day.bad_count
     audit = rows(warehouse_url, "SELECT * FROM load_audit WHERE status = 'loaded'")
     assert len(audit) == 1
     assert (audit[0]["rows_received"], audit[0]["rows_loaded"], audit[0]["rows_rejected"]) == (
-        received, loaded, generated_day.bad_count
+        received,
+        loaded,
+        generated_day.bad_count,
     )
     assert audit[0]["run_id"] == result.run_id
     materialization = result.asset_materializations_for_node("warehouse_facts")[0]

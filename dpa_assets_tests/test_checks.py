@@ -25,14 +25,29 @@ DAY = "2026-11-20"
 
 
 def outcome_with(received: int, rejected: int) -> ValidationOutcome:
-    rejects = pd.DataFrame({"source_line": range(rejected), "reasons": ['[{"column": "customer", "rule": "required"}]'] * rejected})
+    rejects = pd.DataFrame(
+        {
+            "source_line": range(rejected),
+            "reasons": ['[{"column": "customer", "rule": "required"}]'] * rejected,
+        }
+    )
     return ValidationOutcome(DAY, pd.DataFrame(index=range(received - rejected)), rejects, received)
 
 
 @pytest.mark.parametrize(
     ("received", "rejected", "passes"),
-    [(100, 30, True), (100, 31, False), (10, 3, True), (10, 4, False), (1000, 300, True), (1000, 301, False),
-     (11, 3, True), (11, 4, False), (1, 0, True), (1, 1, False)],
+    [
+        (100, 30, True),
+        (100, 31, False),
+        (10, 3, True),
+        (10, 4, False),
+        (1000, 300, True),
+        (1000, 301, False),
+        (11, 3, True),
+        (11, 4, False),
+        (1, 0, True),
+        (1, 1, False),
+    ],
 )
 def test_exactly_thirty_percent_passes_and_one_more_row_fails(received, rejected, passes):
     result = checks.rejection_rate(outcome_with(received, rejected), ValidationPolicyResource())
@@ -65,10 +80,8 @@ def test_metadata_has_top_reasons_table():
 
 def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
-    return {
-        record.event_log_entry.dagster_event.event_specific_data.check_name: record.event_log_entry.dagster_event.event_specific_data
-        for record in records
-    }
+    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
+    return {evaluation.check_name: evaluation for evaluation in evaluations}
 
 
 def test_failed_rate_check_is_recorded_for_its_partition(resources, warehouse_url, landing_dir, instance):
@@ -84,7 +97,9 @@ def test_failed_rate_check_is_recorded_for_its_partition(resources, warehouse_ur
     assert evaluation.partition == DAY and evaluation.passed is False
     after = snapshot(warehouse_url)
     assert after["warehouse_facts"] == before["warehouse_facts"]
-    assert len(after["freight_rejects"]) == len(before["freight_rejects"]) + 31  # new rejects stored beside the loaded ones
+    assert (
+        len(after["freight_rejects"]) == len(before["freight_rejects"]) + 31
+    )  # new rejects stored beside the loaded ones
 
 
 def test_warehouse_checks_pass_after_a_load_and_are_per_partition(resources, instance, generated_day):
@@ -114,7 +129,9 @@ def test_reconciliation_catches_disagreement_with_dagsters_record(sqlite_url):
     warehouse = WarehouseResource(url=sqlite_url)
     audit = commit_partition(warehouse.get_engine(), prepared_load(DAY, "run-1", seed=1))
     result = checks.reconcile_partition(
-        warehouse.get_engine(), date.fromisoformat(DAY), {"content_checksum": "0" * 64, "row_count": audit["rows_loaded"]}
+        warehouse.get_engine(),
+        date.fromisoformat(DAY),
+        {"content_checksum": "0" * 64, "row_count": audit["rows_loaded"]},
     )
     assert not result.passed
     assert "Dagster's record and the audit row disagree" in result.metadata["problems"].value

@@ -32,7 +32,9 @@ def test_seed_then_materialize_loads_each_day(home: Path, capsys):
     out = capsys.readouterr().out
     assert "2026-11-19  loaded" in out and "2026-11-20  loaded" in out
     assert f"warehouse: sqlite:///{home / 'warehouse.sqlite'}" in out
-    loaded = scalar(f"sqlite:///{home / 'warehouse.sqlite'}", "SELECT count(DISTINCT partition_date) FROM warehouse_facts")
+    loaded = scalar(
+        f"sqlite:///{home / 'warehouse.sqlite'}", "SELECT count(DISTINCT partition_date) FROM warehouse_facts"
+    )
     assert loaded == 2
 
 

@@ -29,7 +29,9 @@ def _wait_until_blocked(admin: sa.Engine, application_name: str, timeout: float 
     while time.monotonic() < deadline:
         with admin.connect() as connection:
             waiting = connection.execute(
-                sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n AND wait_event_type = 'Lock'"),
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n AND wait_event_type = 'Lock'"
+                ),
                 {"n": application_name},
             ).scalar()
         if waiting:
@@ -55,7 +57,9 @@ def test_real_postgres_deadlock_is_retried_and_commits_once(pg_url, caplog):
     def load() -> None:
         try:
             outcome["audit"] = commit_partition(
-                loader, new_version, retry=RetrySettings(max_attempts=5, base_delay_seconds=0.05),
+                loader,
+                new_version,
+                retry=RetrySettings(max_attempts=5, base_delay_seconds=0.05),
                 log=logging.getLogger("deadlock-test"),
             )
         except Exception as error:  # noqa: BLE001 - reported by the assertion below
@@ -95,8 +99,15 @@ def test_concurrent_materializations_of_one_day_never_duplicate(warehouse_url, t
             "DPA_LANDING_DIR": str(landing),
             "DPA_ARCHIVE_DIR": str(tmp_path / "archive"),
         }
-        workers.append(subprocess.Popen([dpa, "materialize", "--date", DAY], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        workers.append(
+            subprocess.Popen(
+                [dpa, "materialize", "--date", DAY],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
 
     assert all(worker.returncode == 0 for worker in workers), outputs
@@ -105,6 +116,11 @@ def test_concurrent_materializations_of_one_day_never_duplicate(warehouse_url, t
     assert scalar(warehouse_url, "SELECT count(DISTINCT shipment_id) FROM warehouse_facts") == valid
     loaded = rows(warehouse_url, "SELECT * FROM load_audit WHERE status = 'loaded' ORDER BY id DESC")
     assert len(loaded) == 3
-    assert scalar(
-        warehouse_url, "SELECT count(*) FROM freight_rejects WHERE validation_run_id = :v", v=loaded[0]["validation_run_id"]
-    ) == generated.bad_count
+    assert (
+        scalar(
+            warehouse_url,
+            "SELECT count(*) FROM freight_rejects WHERE validation_run_id = :v",
+            v=loaded[0]["validation_run_id"],
+        )
+        == generated.bad_count
+    )

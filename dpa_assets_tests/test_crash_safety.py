@@ -44,7 +44,9 @@ def _assert_wholly_one_version(url: str, versions: dict[str, str]) -> str:
     assert checksum in versions, "the partition is a mix of versions"
     audit = rows(url, "SELECT * FROM load_audit WHERE status = 'loaded' ORDER BY id DESC")[0]
     fact_rows = scalar(url, "SELECT count(*) FROM warehouse_facts")
-    quarantined = scalar(url, "SELECT count(*) FROM freight_rejects WHERE validation_run_id = :v", v=audit["validation_run_id"])
+    quarantined = scalar(
+        url, "SELECT count(*) FROM freight_rejects WHERE validation_run_id = :v", v=audit["validation_run_id"]
+    )
     assert audit["content_checksum"] == checksum, "the audit row describes other data than is stored"
     assert audit["rows_loaded"] == fact_rows
     assert audit["rows_received"] == fact_rows + quarantined
@@ -83,7 +85,9 @@ def test_kill_minus_9_at_many_moments_never_leaves_a_mix(warehouse_url, tmp_path
         seen.add(_assert_wholly_one_version(warehouse_url, versions))
         attempt += 1
 
-    assert killed_alive >= MIN_KILLS_OF_RUNNING_LOADS + BEFORE_COMMIT_KILLS, f"only {killed_alive} kills hit a running load"
+    assert killed_alive >= MIN_KILLS_OF_RUNNING_LOADS + BEFORE_COMMIT_KILLS, (
+        f"only {killed_alive} kills hit a running load"
+    )
     assert seen <= {"v1", "v2"}
     # The pipeline goes on normally afterwards.
     final = _start_worker(warehouse_url, files[1], pause_before_commit=False)

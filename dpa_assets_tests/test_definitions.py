@@ -21,7 +21,10 @@ def test_code_location_contents_are_pinned():
         "warehouse_facts",
     }
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_freight_job", "freshness_check_job"}
-    assert [schedule.name for schedule in defs.schedules] == ["daily_freight_schedule", "freshness_check_schedule"]
+    assert [schedule.name for schedule in defs.schedules] == [
+        "daily_freight_schedule",
+        "freshness_check_schedule",
+    ]
     assert [sensor.name for sensor in defs.sensors] == ["freight_failure_alert_sensor"]
     check_keys = defs.resolve_asset_graph().asset_check_keys
     assert {(key.asset_key.to_user_string(), key.name) for key in check_keys} == {
@@ -43,7 +46,11 @@ def test_all_three_assets_share_the_daily_partitions():
 def test_every_deployment_builds(deployment):
     resources = build_resources(deployment)
     assert set(resources) == {
-        "freight_source", "payload_archive", "warehouse", "validation_policy", "alert_journal",
+        "freight_source",
+        "payload_archive",
+        "warehouse",
+        "validation_policy",
+        "alert_journal",
         "warehouse_io_manager",
     }
 
@@ -62,7 +69,10 @@ def test_dagster_definitions_validate_command_accepts_the_workspace():
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=root, capture_output=True, text=True, timeout=300,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -40,7 +40,9 @@ def server():
 
 
 def settings_for(server: FreightApiServer, **overrides) -> ApiSettings:
-    return ApiSettings(**{"base_url": server.url, "token": TOKEN, "read_timeout_seconds": 0.5, "page_size": 100, **overrides})
+    return ApiSettings(
+        **{"base_url": server.url, "token": TOKEN, "read_timeout_seconds": 0.5, "page_size": 100, **overrides}
+    )
 
 
 def page_requests(server: FreightApiServer) -> int:
@@ -155,8 +157,13 @@ def test_bad_values_in_a_page_are_row_level_not_structural(server):
 def api_resources(server: FreightApiServer, warehouse_url: str, tmp_path: Path, retry_step: bool = False) -> dict:
     resources = make_resources(tmp_path / "unused-landing", warehouse_url, tmp_path)
     resources["freight_source"] = HttpFreightApiSource(
-        base_url=server.url, token=TOKEN, read_timeout_seconds=0.5, max_attempts=3,
-        backoff_base_seconds=0.01, page_size=100, retry_step_on_outage=retry_step,
+        base_url=server.url,
+        token=TOKEN,
+        read_timeout_seconds=0.5,
+        max_attempts=3,
+        backoff_base_seconds=0.01,
+        page_size=100,
+        retry_step_on_outage=retry_step,
     )
     return resources
 
@@ -225,8 +232,12 @@ def test_serve_api_command_serves_the_contract(tmp_path):
         port = probe.getsockname()[1]
     env = {**os.environ, "DPA_FREIGHT_API_TOKEN": TOKEN}
     dpa = str(Path(sys.executable).with_name("dpa"))
-    process = subprocess.Popen([dpa, "serve-api", "--port", str(port), "--fault", f"error_503:{DAY}:1"],
-                               env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [dpa, "serve-api", "--port", str(port), "--fault", f"error_503:{DAY}:1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "freight API on" in process.stdout.readline()
         url = f"http://127.0.0.1:{port}/v1/movements"

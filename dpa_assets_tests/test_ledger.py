@@ -35,11 +35,17 @@ def engine(warehouse_url):
 
 
 def assert_books_balance(url: str, day: str) -> None:
-    audit = rows(url, "SELECT * FROM load_audit WHERE status = 'loaded' AND partition_date = :d ORDER BY id DESC", d=day)[0]
+    audit = rows(
+        url,
+        "SELECT * FROM load_audit WHERE status = 'loaded' AND partition_date = :d ORDER BY id DESC",
+        d=day,
+    )[0]
     fact_rows = scalar(url, "SELECT count(*) FROM warehouse_facts WHERE partition_date = :d", d=day)
     quarantined = scalar(
-        url, "SELECT count(*) FROM freight_rejects WHERE partition_date = :d AND validation_run_id = :v",
-        d=day, v=audit["validation_run_id"],
+        url,
+        "SELECT count(*) FROM freight_rejects WHERE partition_date = :d AND validation_run_id = :v",
+        d=day,
+        v=audit["validation_run_id"],
     )
     assert audit["rows_received"] == fact_rows + quarantined
     assert audit["rows_loaded"] == fact_rows
@@ -82,7 +88,9 @@ def test_blocked_validation_keeps_loaded_facts_and_their_rejects(engine, warehou
     record_validation(engine, bad.partition_date, "run-2", bad.rejects, bad.rows_received, BLOCKED)
 
     assert snapshot(warehouse_url)["warehouse_facts"] == facts_before
-    assert scalar(warehouse_url, "SELECT count(*) FROM freight_rejects WHERE validation_run_id = 'run-2'") == len(bad.rejects)
+    assert scalar(warehouse_url, "SELECT count(*) FROM freight_rejects WHERE validation_run_id = 'run-2'") == len(
+        bad.rejects
+    )
     assert rows(warehouse_url, "SELECT status FROM load_audit ORDER BY id DESC")[0]["status"] == BLOCKED
     assert_books_balance(warehouse_url, DAY)
 
@@ -115,11 +123,15 @@ def test_sqlite_database_is_locked_is_retried_then_commits(sqlite_url, caplog):
     engine = create_warehouse_engine(sqlite_url, lock_timeout_seconds=0.3)
     ensure_schema(engine)
     holding = threading.Event()
-    holder = threading.Thread(target=_hold_sqlite_write_lock, args=(sqlite_url.removeprefix("sqlite:///"), 1.0, holding))
+    holder = threading.Thread(
+        target=_hold_sqlite_write_lock, args=(sqlite_url.removeprefix("sqlite:///"), 1.0, holding)
+    )
     holder.start()
     holding.wait()
 
-    audit = commit_partition(engine, prepared_load(DAY, "run-1"), retry=RetrySettings(max_attempts=8, base_delay_seconds=0.1))
+    audit = commit_partition(
+        engine, prepared_load(DAY, "run-1"), retry=RetrySettings(max_attempts=8, base_delay_seconds=0.1)
+    )
 
     holder.join()
     assert audit["attempts"] >= 2
@@ -131,12 +143,16 @@ def test_lock_conflict_outlasting_retries_fails_cleanly(sqlite_url):
     engine = create_warehouse_engine(sqlite_url, lock_timeout_seconds=0.2)
     ensure_schema(engine)
     holding = threading.Event()
-    holder = threading.Thread(target=_hold_sqlite_write_lock, args=(sqlite_url.removeprefix("sqlite:///"), 2.0, holding))
+    holder = threading.Thread(
+        target=_hold_sqlite_write_lock, args=(sqlite_url.removeprefix("sqlite:///"), 2.0, holding)
+    )
     holder.start()
     holding.wait()
 
     with pytest.raises(WarehouseBusy, match="still locked after 2 attempts; nothing was written"):
-        commit_partition(engine, prepared_load(DAY, "run-1"), retry=RetrySettings(max_attempts=2, base_delay_seconds=0.05))
+        commit_partition(
+            engine, prepared_load(DAY, "run-1"), retry=RetrySettings(max_attempts=2, base_delay_seconds=0.05)
+        )
 
     holder.join()
     assert scalar(sqlite_url, "SELECT count(*) FROM warehouse_facts") == 0

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
 
-from dpa_assets.partitions import daily_partitions, partition_bounds, partition_start_date, require_known_partition
+from dpa_assets.partitions import (
+    daily_partitions,
+    partition_bounds,
+    partition_start_date,
+    require_known_partition,
+)
 
 
 def test_partitions_start_on_the_default_first_day():
@@ -17,7 +22,7 @@ def test_partitions_start_on_the_default_first_day():
 
 def test_partition_window_is_the_local_day_in_utc_plus_one():
     start, end = partition_bounds("2026-11-25")
-    assert start.astimezone(timezone.utc) == datetime(2026, 11, 24, 23, 0, tzinfo=timezone.utc)
+    assert start.astimezone(UTC) == datetime(2026, 11, 24, 23, 0, tzinfo=UTC)
     assert end - start == timedelta(days=1)
 
 

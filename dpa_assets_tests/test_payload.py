@@ -21,20 +21,18 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpa_assets import assets
 from dpa_assets.freight_model import RAW_COLUMNS
-from dpa_assets.resources import LandingDirSource, PayloadArchiveResource
+from dpa_assets.resources import LandingDirSource
 from dpa_assets.sources.generator import GeneratedDay, generate_day, landing_file_name, write_landing_file
 from dpa_assets.sources.payload import SOURCE_LINE, ParsedPayload, PayloadError, ReceivedPayload, parse_csv
 from dpa_assets.transforms import validate_freight
-from dpa_assets_tests.conftest import PARTITION_KEY
-from dpa_assets_tests.support.warehouse import snapshot
+from dpa_assets_tests.conftest import PARTITION_KEY, make_resources
+from dpa_assets_tests.support.warehouse import rows, scalar, snapshot
 from dpa_assets_tests.test_assets import materialize
 
 DAY = date.fromisoformat(PARTITION_KEY)
@@ -423,22 +421,27 @@ def test_damaged_file_parses_to_text_rows_or_raises_payload_error(content):
 @pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=mutated_files(below_header=True))  # an intact header lets more files reach validation
-def test_damaged_file_through_raw_freight_and_validation_loses_no_row(content, tmp_path, partition_key):
-    landing = tmp_path / "landing"
+def test_damaged_file_through_dagster_never_corrupts_the_warehouse(content, tmp_path, instance):
+    # One warehouse for all examples: each run starts from whatever the previous ones left.
+    landing, url = tmp_path / "landing", f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     landing.mkdir(exist_ok=True)
     (landing / landing_file_name(DAY)).write_bytes(content)
-    try:
-        raw = assets.raw_freight(
-            dg.build_asset_context(partition_key=partition_key),
-            freight_source=LandingDirSource(landing_dir=str(landing)),
-            payload_archive=PayloadArchiveResource(archive_dir=str(tmp_path / "archive")),
-        )
-    except dg.Failure as failure:
-        assert f"cannot be read: {landing / landing_file_name(DAY)}: " in failure.description
+    before = snapshot(url)
+
+    result = materialize(make_resources(landing, url, tmp_path), PARTITION_KEY, instance)
+
+    after = snapshot(url)
+    raw_failure = result.failure_data_for_node("raw_freight") if not result.success else None
+    if raw_failure is not None:  # structural fault: a clean Failure naming the file, nothing written
+        assert f"cannot be read: {landing / landing_file_name(DAY)}: " in raw_failure.error.message
+        assert after == before
         return
-
-    outcome = validate_freight(raw, partition_key)
-
-    assert outcome.rows_received == len(raw) == len(outcome.valid) + outcome.rows_rejected
-    in_and_out = sorted([*outcome.valid[SOURCE_LINE], *outcome.rejects["source_line"]])
-    assert in_and_out == sorted(raw[SOURCE_LINE])
+    audit = rows(url, "SELECT * FROM load_audit ORDER BY id DESC")[0]
+    if audit["status"] == "blocked":  # over 30% rejected: previous facts kept, rejects stored
+        assert after["warehouse_facts"] == before.get("warehouse_facts", [])
+        return
+    assert result.success and audit["status"] == "loaded"
+    quarantined = scalar(
+        url, "SELECT count(*) FROM freight_rejects WHERE validation_run_id = :v", v=audit["validation_run_id"]
+    )
+    assert audit["rows_received"] == len(after["warehouse_facts"]) + quarantined

@@ -74,23 +74,46 @@ def test_sqlite3_command_line_cannot_delete(sqlite_loaded, sqlite_url, table):
     before = snapshot(sqlite_url)
     result = subprocess.run(
         ["sqlite3", _sqlite_path(sqlite_url), f"DELETE FROM {table}; UPDATE {table} SET rowid = rowid;"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0 and "protected against DELETE" in result.stderr
     assert snapshot(sqlite_url) == before
 
 
 @pytest.mark.parametrize("table", PROTECTED_TABLES)
-@pytest.mark.parametrize("statement", ["DELETE FROM {table}", "UPDATE {table} SET partition_date = partition_date",
-                                       "TRUNCATE {table}", "TRUNCATE {table} CASCADE", "DROP TABLE {table}",
-                                       "DROP TABLE {table} CASCADE"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM {table}",
+        "UPDATE {table} SET partition_date = partition_date",
+        "TRUNCATE {table}",
+        "TRUNCATE {table} CASCADE",
+        "DROP TABLE {table}",
+        "DROP TABLE {table} CASCADE",
+    ],
+)
 def test_psql_cannot_erase_protected_tables(pg_loaded, pg_url, table, statement):
     before = snapshot(pg_url)
     url = sa.make_url(pg_url)
     result = subprocess.run(
-        ["psql", "-h", url.host, "-p", str(url.port), "-U", url.username, "-d", url.database,
-         "-v", "ON_ERROR_STOP=1", "-c", statement.format(table=table)],
-        capture_output=True, text=True,
+        [
+            "psql",
+            "-h",
+            url.host,
+            "-p",
+            str(url.port),
+            "-U",
+            url.username,
+            "-d",
+            url.database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            statement.format(table=table),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "protected against" in result.stderr
@@ -134,16 +157,36 @@ def test_least_privilege_role_loads_but_cannot_erase(pg_loaded, pg_url):
     url = sa.make_url(pg_url)
     sql_file = Path(__file__).resolve().parents[1] / "dpa_assets" / "warehouse" / "sql" / "least_privilege.sql"
     subprocess.run(
-        ["psql", "-h", url.host, "-p", str(url.port), "-U", url.username, "-d", url.database,
-         "-v", "ON_ERROR_STOP=1", "-v", "pipeline_password=s3cret-for-test", "-f", str(sql_file)],
-        capture_output=True, text=True, check=True,
+        [
+            "psql",
+            "-h",
+            url.host,
+            "-p",
+            str(url.port),
+            "-U",
+            url.username,
+            "-d",
+            url.database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "pipeline_password=s3cret-for-test",
+            "-f",
+            str(sql_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     pipeline_url = url.set(username="dpa_pipeline", password="s3cret-for-test")
     pipeline = create_warehouse_engine(pipeline_url.render_as_string(hide_password=False))
     ensure_schema(pipeline)  # everything exists: no DDL, so no ownership needed
     commit_partition(pipeline, prepared_load(DAY, "run-2", seed=2))
-    for statement in ("DROP TABLE warehouse_facts", "TRUNCATE load_audit",
-                      "ALTER TABLE warehouse_facts DISABLE TRIGGER ALL"):
+    for statement in (
+        "DROP TABLE warehouse_facts",
+        "TRUNCATE load_audit",
+        "ALTER TABLE warehouse_facts DISABLE TRIGGER ALL",
+    ):
         with pytest.raises(sa.exc.ProgrammingError, match="must be owner|permission denied"):
             with pipeline.begin() as connection:
                 connection.exec_driver_sql(statement)

@@ -65,7 +65,11 @@ RULES = [
     ("tonnage_within_wagon_payload", "net_tonnage", {"net_tonnage": "190", "wagon_count": "3"}),
     ("at_least_one_wagon", "wagon_count", {"wagon_count": "0"}),
     ("arrival_not_before_departure", "arrival_time", {"arrival_time": "2026-11-20T08:14:59+01:00"}),
-    ("departure_within_partition_day", "departure_time", {"departure_time": "2026-11-21T00:00:00+01:00", "arrival_time": ""}),
+    (
+        "departure_within_partition_day",
+        "departure_time",
+        {"departure_time": "2026-11-21T00:00:00+01:00", "arrival_time": ""},
+    ),
     ("departure_within_partition_day", "departure_time", {"departure_time": "2026-11-19T23:59:59+01:00"}),
     ("non_negative_revenue", "revenue_xaf", {"revenue_xaf": "-1"}),
     ("unique_shipment_id_in_day", "shipment_id", {"shipment_id": "SHP-20261120-00002"}),
@@ -89,13 +93,15 @@ def test_not_loaded_for_another_day():
 
 
 def test_boundaries_that_must_pass():
-    outcome = validate_with({
-        "net_tonnage": "186",  # exactly 3 wagons x 62 t of cement
-        "arrival_time": "2026-11-20T08:15:00+01:00",  # arrives the instant it leaves
-        "departure_time": "2026-11-20T00:00:00+01:00",
-        "revenue_xaf": "0",
-        "wagon_count": "3.0",
-    })
+    outcome = validate_with(
+        {
+            "net_tonnage": "186",  # exactly 3 wagons x 62 t of cement
+            "arrival_time": "2026-11-20T08:15:00+01:00",  # arrives the instant it leaves
+            "departure_time": "2026-11-20T00:00:00+01:00",
+            "revenue_xaf": "0",
+            "wagon_count": "3.0",
+        }
+    )
     assert outcome.rows_rejected == 0
 
 

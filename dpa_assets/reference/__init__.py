@@ -24,7 +24,4 @@ def station_names() -> dict[str, str]:
 @functools.cache
 def commodity_payloads() -> dict[str, float]:
     """Commodity code -> maximum net tonnes one wagon may carry."""
-    return {
-        row["code"]: float(row["max_payload_t_per_wagon"])
-        for row in _read_rows("commodities.csv")
-    }
+    return {row["code"]: float(row["max_payload_t_per_wagon"]) for row in _read_rows("commodities.csv")}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dpa_assets.sources.payload import ReceivedPayload
@@ -38,7 +38,7 @@ def archive_payload(archive_root: Path, partition_key: str, payload: ReceivedPay
         "sha256": digest,
         "bytes": len(payload.content),
         "media_type": payload.media_type,
-        "archived_at": datetime.now(timezone.utc).isoformat(),
+        "archived_at": datetime.now(UTC).isoformat(),
     }
     target.with_name(target.name + ".meta.json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
     if hashlib.sha256(target.read_bytes()).hexdigest() != digest:

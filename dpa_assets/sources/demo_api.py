@@ -237,7 +237,11 @@ def _handler_for(server: FreightApiServer) -> type[BaseHTTPRequestHandler]:
                 self._error(status, "server_error", f"injected {status.value}")
                 return True
             if fault.kind == "rate_limited":
-                retry_after = {"Retry-After": str(int(fault.retry_after) if float(fault.retry_after).is_integer() else fault.retry_after)}
+                retry_after = {
+                    "Retry-After": str(
+                        int(fault.retry_after) if float(fault.retry_after).is_integer() else fault.retry_after
+                    )
+                }
                 self._error(HTTPStatus.TOO_MANY_REQUESTS, "rate_limited", "slow down", retry_after)
                 return True
             if fault.kind == "slow":

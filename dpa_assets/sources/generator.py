@@ -71,9 +71,7 @@ def _good_record(rng: random.Random, day: date, sequence: int) -> dict[str, str]
     origin, destination = rng.sample(stations, 2)
     wagons = rng.randint(1, 24)
     tonnage = round(wagons * payloads[commodity] * rng.uniform(0.55, 0.98), 1)
-    departure = datetime(day.year, day.month, day.day, tzinfo=LOCAL_TZ) + timedelta(
-        minutes=rng.randint(0, 24 * 60 - 1)
-    )
+    departure = datetime(day.year, day.month, day.day, tzinfo=LOCAL_TZ) + timedelta(minutes=rng.randint(0, 24 * 60 - 1))
     in_transit = rng.random() < 0.05
     arrival = "" if in_transit else (departure + timedelta(minutes=rng.randint(90, 40 * 60))).isoformat()
     return {
@@ -123,9 +121,7 @@ def _break(record: dict[str, str], defect: str, records: list[dict[str, str]]) -
         record["shipment_id"] = records[0]["shipment_id"]
 
 
-def generate_day(
-    day: date, rows: int | None = None, seed: int = 0, bad_fraction: float = 0.04
-) -> GeneratedDay:
+def generate_day(day: date, rows: int | None = None, seed: int = 0, bad_fraction: float = 0.04) -> GeneratedDay:
     """Generate one day of freight movements.
 
     Args:

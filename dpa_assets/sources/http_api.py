@@ -68,7 +68,8 @@ def _get_page_once(session: requests.Session, settings: ApiSettings, params: dic
     """One request; returns the body text, or raises _Retryable / SourceUnavailable / PayloadError."""
     try:
         response = session.get(
-            settings.endpoint, params=params,
+            settings.endpoint,
+            params=params,
             timeout=(settings.connect_timeout_seconds, settings.read_timeout_seconds),
         )
     except requests.Timeout as error:
@@ -85,7 +86,9 @@ def _get_page_once(session: requests.Session, settings: ApiSettings, params: dic
     if status in RETRYABLE_STATUSES:
         raise _Retryable(f"HTTP {status}", _retry_after_seconds(response) if status == 429 else None)
     if status in (401, 403):
-        raise SourceUnavailable(f"GET {settings.endpoint}: HTTP {status}, the API refused the token (check DPA_FREIGHT_API_TOKEN)")
+        raise SourceUnavailable(
+            f"GET {settings.endpoint}: HTTP {status}, the API refused the token (check DPA_FREIGHT_API_TOKEN)"
+        )
     if status == 404:
         raise SourceUnavailable(f"GET {settings.endpoint}: HTTP 404, the day is not published yet")
     raise PayloadError(f"GET {settings.endpoint}: unexpected HTTP {status}: {response.text[:200]}")
@@ -93,15 +96,23 @@ def _get_page_once(session: requests.Session, settings: ApiSettings, params: dic
 
 def _connection_problem(error: requests.ConnectionError) -> str:
     text = str(error)
-    for marker in ("Connection refused", "Connection reset", "Remote end closed", "Name or service not known"):
+    for marker in (
+        "Connection refused",
+        "Connection reset",
+        "Remote end closed",
+        "Name or service not known",
+    ):
         if marker in text:
             return marker.lower()
     return type(error).__name__
 
 
 def fetch_pages(
-    settings: ApiSettings, day: str, budget: RetryBudget = RetryBudget(),
-    log: logging.Logger | logging.LoggerAdapter | None = None, sleep: Callable[[float], None] = time.sleep,
+    settings: ApiSettings,
+    day: str,
+    budget: RetryBudget = RetryBudget(),
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
     """Every page body of one day, exactly as received, following ``next_page_token`` to the end.
 
@@ -122,7 +133,11 @@ def fetch_pages(
     with requests.Session() as session:
         session.headers.update({"Authorization": f"Bearer {settings.token}", "Accept": MEDIA_TYPE})
         while len(pages) < MAX_PAGES:
-            params = {"date": day, "page_size": settings.page_size, **({"page_token": token} if token else {})}
+            params = {
+                "date": day,
+                "page_size": settings.page_size,
+                **({"page_token": token} if token else {}),
+            }
             body = _get_with_retries(session, settings, params, day, len(pages) + 1, budget, started, log, sleep)
             pages.append(body)
             document = json.loads(body)  # valid JSON: _get_page_once checked
@@ -133,8 +148,15 @@ def fetch_pages(
 
 
 def _get_with_retries(
-    session: requests.Session, settings: ApiSettings, params: dict, day: str, page: int,
-    budget: RetryBudget, started: float, log, sleep: Callable[[float], None],
+    session: requests.Session,
+    settings: ApiSettings,
+    params: dict,
+    day: str,
+    page: int,
+    budget: RetryBudget,
+    started: float,
+    log,
+    sleep: Callable[[float], None],
 ) -> str:
     for attempt in range(1, budget.max_attempts + 1):
         try:
@@ -183,7 +205,9 @@ def _page_documents(origin: str, pages: list) -> list[dict]:
         except ValueError:
             document = None
         if not isinstance(document, dict) or not isinstance(document.get("movements"), list):
-            raise PayloadError(f"{origin}: page {number} is not a movements page (expected an object with a 'movements' list)")
+            raise PayloadError(
+                f"{origin}: page {number} is not a movements page (expected an object with a 'movements' list)"
+            )
         documents.append(document)
     return documents
 
@@ -235,7 +259,8 @@ def parse_api_payload(payload: ReceivedPayload) -> ParsedPayload:
         raise PayloadError(f"{payload.origin}: movements lack required fields {missing}{hint}")
     frame = pd.DataFrame(
         [[_text(movement[column]) for column in RAW_COLUMNS] for movement in movements],
-        columns=list(RAW_COLUMNS), dtype=object,
+        columns=list(RAW_COLUMNS),
+        dtype=object,
     )
     frame.insert(0, SOURCE_LINE, range(1, len(frame) + 1))
     return ParsedPayload(frame=frame, encoding="utf-8", extra_columns=sorted(fields - set(RAW_COLUMNS)))

@@ -61,9 +61,7 @@ def decode_text(payload: ReceivedPayload) -> tuple[str, str]:
     if not raw.removeprefix(codecs.BOM_UTF8).strip():
         raise PayloadError(f"{payload.origin}: the file is empty")
     if any(byte in _CONTROL_BYTES for byte in raw[:65536]) or b"\x00" in raw:
-        raise PayloadError(
-            f"{payload.origin}: the file holds binary data (control bytes), not CSV text"
-        )
+        raise PayloadError(f"{payload.origin}: the file holds binary data (control bytes), not CSV text")
     try:
         return raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as error:
@@ -115,9 +113,7 @@ def parse_csv(payload: ReceivedPayload) -> ParsedPayload:
         names = _check_header(payload.origin, header)
         rows, lines = _read_rows(payload.origin, reader, names)
     except csv.Error as error:
-        raise PayloadError(
-            f"{payload.origin}: malformed CSV near line {reader.line_num}: {error}"
-        ) from error
+        raise PayloadError(f"{payload.origin}: malformed CSV near line {reader.line_num}: {error}") from error
     if not rows:
         raise PayloadError(f"{payload.origin}: the file has a header but no movements")
     if not text.endswith(("\n", "\r")):
@@ -141,8 +137,7 @@ def _read_rows(origin: str, reader: Any, names: list[str]) -> tuple[list[list[st
         # The decoder only strips the first file's byte-order mark; a second file brings its own.
         if [value.strip().removeprefix("\ufeff") for value in row] == names:
             raise PayloadError(
-                f"{origin}: the header appears again at line {reader.line_num}; "
-                "two files were concatenated"
+                f"{origin}: the header appears again at line {reader.line_num}; two files were concatenated"
             )
         if len(row) != len(names):
             raise PayloadError(

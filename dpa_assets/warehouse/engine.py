@@ -38,9 +38,7 @@ def create_warehouse_engine(url: str, lock_timeout_seconds: float = DEFAULT_LOCK
     parsed = sa.make_url(url)
     timeout_ms = int(lock_timeout_seconds * 1000)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(
-            parsed, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={timeout_ms}"}
-        )
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={timeout_ms}"})
     engine = sa.create_engine(parsed)
 
     @sa.event.listens_for(engine, "connect")

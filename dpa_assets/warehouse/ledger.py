@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -64,7 +64,7 @@ def is_transient(error: BaseException) -> bool:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _write_connection(engine: Engine) -> Connection:
@@ -126,7 +126,10 @@ def bulk_insert(connection: Connection, table: sa.Table, frame: pd.DataFrame) ->
 
 
 def _replace_partition(
-    connection: Connection, load: PartitionLoad, attempts: int, started_at: datetime,
+    connection: Connection,
+    load: PartitionLoad,
+    attempts: int,
+    started_at: datetime,
     before_commit: Callable[[Connection], None] | None,
 ) -> dict:
     day = load.partition_date
@@ -136,7 +139,8 @@ def _replace_partition(
     connection.execute(sa.delete(rejects).where(rejects.c.partition_date == day))
     bulk_insert(connection, facts, load.facts.assign(load_run_id=load.run_id))
     bulk_insert(
-        connection, rejects,
+        connection,
+        rejects,
         load.rejects.assign(partition_date=day, validation_run_id=load.validation_run_id),
     )
     loaded = connection.execute(
@@ -145,11 +149,18 @@ def _replace_partition(
     if loaded != len(load.facts):
         raise RuntimeError(f"partition {day}: {loaded} fact rows after insert, expected {len(load.facts)}")
     row = {
-        "partition_date": day, "run_id": load.run_id, "validation_run_id": load.validation_run_id,
-        "status": LOADED, "rows_received": load.rows_received, "rows_valid": len(load.facts),
-        "rows_rejected": len(load.rejects), "rows_loaded": loaded,
-        "content_checksum": load.content_checksum, "attempts": attempts,
-        "started_at": started_at, "finished_at": _utcnow(),
+        "partition_date": day,
+        "run_id": load.run_id,
+        "validation_run_id": load.validation_run_id,
+        "status": LOADED,
+        "rows_received": load.rows_received,
+        "rows_valid": len(load.facts),
+        "rows_rejected": len(load.rejects),
+        "rows_loaded": loaded,
+        "content_checksum": load.content_checksum,
+        "attempts": attempts,
+        "started_at": started_at,
+        "finished_at": _utcnow(),
     }
     connection.execute(sa.insert(audit), [row])
     revoke_partition_permit(connection)
@@ -198,8 +209,7 @@ def commit_partition(
             record_failure(engine, load, attempt, started_at, error)
             if is_transient(error):
                 raise WarehouseBusy(
-                    f"partition {load.partition_date}: still locked after {attempt} attempts; "
-                    "nothing was written"
+                    f"partition {load.partition_date}: still locked after {attempt} attempts; nothing was written"
                 ) from error
             raise
     raise AssertionError("unreachable")  # the loop returns or raises
@@ -209,14 +219,23 @@ def _first_line(error: BaseException) -> str:
     return str(getattr(error, "orig", error)).strip().splitlines()[0][:300] if str(error) else type(error).__name__
 
 
-def record_failure(engine: Engine, load: PartitionLoad, attempts: int, started_at: datetime, error: BaseException) -> None:
+def record_failure(
+    engine: Engine, load: PartitionLoad, attempts: int, started_at: datetime, error: BaseException
+) -> None:
     """Audit a failed attempt after its rollback; a failure to audit is logged, never masks the error."""
     row = {
-        "partition_date": load.partition_date, "run_id": load.run_id,
-        "validation_run_id": load.validation_run_id, "status": FAILED,
-        "rows_received": load.rows_received, "rows_valid": len(load.facts),
-        "rows_rejected": len(load.rejects), "rows_loaded": 0, "content_checksum": load.content_checksum,
-        "attempts": attempts, "started_at": started_at, "finished_at": _utcnow(),
+        "partition_date": load.partition_date,
+        "run_id": load.run_id,
+        "validation_run_id": load.validation_run_id,
+        "status": FAILED,
+        "rows_received": load.rows_received,
+        "rows_valid": len(load.facts),
+        "rows_rejected": len(load.rejects),
+        "rows_loaded": 0,
+        "content_checksum": load.content_checksum,
+        "attempts": attempts,
+        "started_at": started_at,
+        "finished_at": _utcnow(),
         "detail": f"{type(error).__name__}: {_first_line(error)}",
     }
     try:
@@ -238,8 +257,12 @@ def loaded_validation_run(connection: Connection, partition_date: date) -> str |
 
 
 def record_validation(
-    engine: Engine, partition_date: date, run_id: str, quarantined: pd.DataFrame,
-    rows_received: int, status: str,
+    engine: Engine,
+    partition_date: date,
+    run_id: str,
+    quarantined: pd.DataFrame,
+    rows_received: int,
+    status: str,
 ) -> None:
     """Store a validation's rejects and its audit row (``validated`` or ``blocked``) in one transaction.
 
@@ -265,12 +288,22 @@ def record_validation(
             )
         )
         bulk_insert(connection, rejects, quarantined.assign(partition_date=partition_date, validation_run_id=run_id))
-        connection.execute(sa.insert(audit), [{
-            "partition_date": partition_date, "run_id": run_id, "validation_run_id": run_id,
-            "status": status, "rows_received": rows_received,
-            "rows_valid": rows_received - len(quarantined), "rows_rejected": len(quarantined),
-            "started_at": now, "finished_at": now,
-        }])
+        connection.execute(
+            sa.insert(audit),
+            [
+                {
+                    "partition_date": partition_date,
+                    "run_id": run_id,
+                    "validation_run_id": run_id,
+                    "status": status,
+                    "rows_received": rows_received,
+                    "rows_valid": rows_received - len(quarantined),
+                    "rows_rejected": len(quarantined),
+                    "started_at": now,
+                    "finished_at": now,
+                }
+            ],
+        )
         revoke_partition_permit(connection)
 
 
@@ -307,10 +340,20 @@ def break_glass_remove_partition(engine: Engine, partition_date: date, actor: st
         removed_rejects = connection.execute(
             sa.delete(rejects).where(rejects.c.partition_date == partition_date)
         ).rowcount
-        connection.execute(sa.insert(audit), [{
-            "partition_date": partition_date, "run_id": "break-glass", "status": BREAK_GLASS,
-            "rows_loaded": 0, "started_at": now, "finished_at": _utcnow(), "actor": actor.strip(),
-            "detail": f"{reason.strip()} (removed {removed_facts} facts, {removed_rejects} rejects)",
-        }])
+        connection.execute(
+            sa.insert(audit),
+            [
+                {
+                    "partition_date": partition_date,
+                    "run_id": "break-glass",
+                    "status": BREAK_GLASS,
+                    "rows_loaded": 0,
+                    "started_at": now,
+                    "finished_at": _utcnow(),
+                    "actor": actor.strip(),
+                    "detail": f"{reason.strip()} (removed {removed_facts} facts, {removed_rejects} rejects)",
+                }
+            ],
+        )
         revoke_partition_permit(connection)
     return {"facts": removed_facts, "rejects": removed_rejects}

@@ -14,7 +14,7 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from dpa_assets.settings import AUDIT_TABLE, FACT_TABLE, PROTECTED_TABLES, REJECT_TABLE
+from dpa_assets.settings import FACT_TABLE, PROTECTED_TABLES, REJECT_TABLE
 from dpa_assets.warehouse.engine import WRITE_OPTION, is_sqlite
 from dpa_assets.warehouse.tables import metadata
 
@@ -38,9 +38,7 @@ def _refusal(table: str, action: str) -> str:
 
 
 def _sqlite_statements() -> list[str]:
-    statements = [
-        f"CREATE TABLE IF NOT EXISTS {PERMIT_TABLE} (table_name TEXT NOT NULL, partition_date DATE NOT NULL)"
-    ]
+    statements = [f"CREATE TABLE IF NOT EXISTS {PERMIT_TABLE} (table_name TEXT NOT NULL, partition_date DATE NOT NULL)"]
     for table in PROTECTED_TABLES:
         permit = (
             f"WHEN NOT EXISTS (SELECT 1 FROM {PERMIT_TABLE} p WHERE p.table_name = '{table}' "
@@ -105,19 +103,13 @@ END $$"""
 
 def _install_drop_guard(connection: Connection) -> bool:
     """Event triggers need superuser; without it the row and TRUNCATE triggers still hold."""
-    exists = connection.exec_driver_sql(
-        "SELECT 1 FROM pg_event_trigger WHERE evtname = 'dpa_refuse_drop'"
-    ).first()
+    exists = connection.exec_driver_sql("SELECT 1 FROM pg_event_trigger WHERE evtname = 'dpa_refuse_drop'").first()
     if exists:
         return True
-    is_superuser = connection.exec_driver_sql(
-        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-    ).scalar()
+    is_superuser = connection.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar()
     if not is_superuser:
         return False
-    connection.exec_driver_sql(
-        "CREATE EVENT TRIGGER dpa_refuse_drop ON sql_drop EXECUTE FUNCTION dpa_refuse_drop()"
-    )
+    connection.exec_driver_sql("CREATE EVENT TRIGGER dpa_refuse_drop ON sql_drop EXECUTE FUNCTION dpa_refuse_drop()")
     return True
 
 
@@ -133,19 +125,11 @@ def _execute_ddl(connection: Connection, statement: str) -> None:
 
 def _protection_installed(connection: Connection) -> bool:
     if connection.dialect.name == "sqlite":
-        names = {
-            row[0]
-            for row in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-        }
+        names = {row[0] for row in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
         expected = {f"{table}_refuse_{action}" for table in PROTECTED_TABLES for action in ("delete", "update")}
     else:
-        names = {
-            row[0]
-            for row in connection.exec_driver_sql("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
-        }
-        expected = {
-            f"{table}_refuse_{action}" for table in PROTECTED_TABLES for action in ("row_change", "truncate")
-        }
+        names = {row[0] for row in connection.exec_driver_sql("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")}
+        expected = {f"{table}_refuse_{action}" for table in PROTECTED_TABLES for action in ("row_change", "truncate")}
     return expected <= names
 
 

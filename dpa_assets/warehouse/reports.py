@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -13,9 +13,13 @@ from dpa_assets.warehouse.tables import audit, facts, rejects
 def latest_audit(engine: Engine, partition_date: date) -> dict | None:
     """The newest audit row of a partition, whatever its status."""
     with engine.connect() as connection:
-        row = connection.execute(
-            sa.select(audit).where(audit.c.partition_date == partition_date).order_by(audit.c.id.desc()).limit(1)
-        ).mappings().first()
+        row = (
+            connection.execute(
+                sa.select(audit).where(audit.c.partition_date == partition_date).order_by(audit.c.id.desc()).limit(1)
+            )
+            .mappings()
+            .first()
+        )
     return dict(row) if row else None
 
 
@@ -63,12 +67,16 @@ def partition_counts(engine: Engine, partition_date: date) -> dict[str, int]:
 def latest_loaded_audit(engine: Engine, partition_date: date) -> dict | None:
     """The audit row of the partition's current facts (None when never loaded or emptied since)."""
     with engine.connect() as connection:
-        row = connection.execute(
-            sa.select(audit)
-            .where(audit.c.partition_date == partition_date, audit.c.status.in_(("loaded", "break_glass")))
-            .order_by(audit.c.id.desc())
-            .limit(1)
-        ).mappings().first()
+        row = (
+            connection.execute(
+                sa.select(audit)
+                .where(audit.c.partition_date == partition_date, audit.c.status.in_(("loaded", "break_glass")))
+                .order_by(audit.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
     return dict(row) if row is not None and row["status"] == "loaded" else None
 
 
@@ -76,9 +84,9 @@ def quarantined_count(engine: Engine, partition_date: date, validation_run_id: s
     """Rejects of one validation of one day."""
     with engine.connect() as connection:
         return connection.execute(
-            sa.select(sa.func.count()).select_from(rejects).where(
-                rejects.c.partition_date == partition_date, rejects.c.validation_run_id == validation_run_id
-            )
+            sa.select(sa.func.count())
+            .select_from(rejects)
+            .where(rejects.c.partition_date == partition_date, rejects.c.validation_run_id == validation_run_id)
         ).scalar_one()
 
 
@@ -106,5 +114,5 @@ def first_loaded_at(engine: Engine, days: list[date]) -> dict[date, datetime]:
         result = {}
         for row in connection.execute(query):
             loaded_at = row.loaded_at if isinstance(row.loaded_at, datetime) else datetime.fromisoformat(row.loaded_at)
-            result[row.partition_date] = loaded_at if loaded_at.tzinfo else loaded_at.replace(tzinfo=timezone.utc)
+            result[row.partition_date] = loaded_at if loaded_at.tzinfo else loaded_at.replace(tzinfo=UTC)
         return result
