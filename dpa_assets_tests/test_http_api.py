@@ -148,6 +148,31 @@ def test_a_duplicated_page_is_detected(server):
         fetch_and_parse(server)
 
 
+@pytest.mark.parametrize(
+    ("page_text", "match"),
+    [
+        ("[1, 2]", "page 1 is not a movements page"),
+        ('{"movements": "none"}', "page 1 is not a movements page"),
+        ('{"page": 1, "page_count": 1, "total_movements": 1, "movements": [42]}', "movements must be JSON objects"),
+        ('{"page": 1, "page_count": 2, "total_movements": 0, "movements": []}', "received 1 of 2 pages"),
+    ],
+)
+def test_json_that_is_not_the_expected_shape_is_a_structural_fault(server, page_text, match):
+    payload = api_payload(settings_for(server), DAY, [page_text])
+    with pytest.raises(PayloadError, match=match):
+        parse_api_payload(payload)
+
+
+def test_api_down_through_dagster_fails_cleanly(server, sqlite_url, tmp_path, instance):
+    resources = api_resources(server, sqlite_url, tmp_path)
+    server.stop()  # connection refused from now on
+    result = materialize(resources, DAY, instance)
+    assert not result.success
+    message = result.failure_data_for_node("raw_freight").error.message
+    assert "connection refused" in message and "failed 3 times" in message and DAY in message
+    assert snapshot(sqlite_url).get("warehouse_facts", []) == []
+
+
 def test_bad_values_in_a_page_are_row_level_not_structural(server):
     parsed = fetch_and_parse(server)
     outcome = validate_freight(parsed.frame, DAY)
@@ -186,6 +211,9 @@ def _all_event_text(instance: dg.DagsterInstance, run_id: str) -> str:
     ("kind", "options", "phrase"),
     [
         ("error_503", {"times": -1}, "could not be fetched"),
+        ("offline", {"times": -1}, "connection failed"),
+        ("slow", {"times": -1, "delay": 1.0}, "no answer within the timeout"),
+        ("rate_limited", {"times": -1, "retry_after": 0.05}, "HTTP 429"),
         ("truncated_json", {"times": -1}, "not valid JSON"),
         ("wrong_field_names", {"times": -1}, "lack required fields"),
         ("duplicate_page", {"times": 1, "page": 2}, "served twice"),

@@ -273,6 +273,11 @@ def test_blank_first_line_says_where_the_header_should_be(landing_file, generate
     assert "first line is blank" in message
 
 
+def test_json_document_instead_of_csv_is_named(landing_file):
+    message = _fault(landing_file, b'{"movements": [{"shipment_id": "SHP-1"}]}\n')
+    assert "JSON document, not the expected CSV" in message
+
+
 def test_utf8_byte_order_mark_is_accepted(landing_file):
     plain = _parse_file(landing_file, landing_file.read_bytes())
 

@@ -107,6 +107,8 @@ def parse_csv(payload: ReceivedPayload) -> ParsedPayload:
         One row per movement, every value a string, plus ``source_line``.
     """
     text, encoding = decode_text(payload)
+    if text.lstrip().startswith(("{", "[")):
+        raise PayloadError(f"{payload.origin}: the file holds a JSON document, not the expected CSV")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
