@@ -22,6 +22,7 @@ run: install
 	$(BIN)/dpa demo --days 3
 
 test: install lint
+	@mkdir -p "$(DAGSTER_HOME)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -23,21 +23,7 @@ from dpa_assets.sources.payload import SOURCE_LINE
 NUMBER_COLUMNS = ("net_tonnage", "revenue_xaf")
 WHOLE_NUMBER_COLUMNS = ("wagon_count",)
 TIMESTAMP_COLUMNS = ("departure_time", "arrival_time")
-FACT_COLUMNS = (
-    "partition_date",
-    "shipment_id",
-    "waybill_number",
-    "wagon_number",
-    "origin_station",
-    "destination_station",
-    "commodity",
-    "net_tonnage",
-    "wagon_count",
-    "departure_time",
-    "arrival_time",
-    "customer",
-    "revenue_xaf",
-)
+FACT_COLUMNS = ("partition_date", *RAW_COLUMNS)  # typed, one row per valid movement
 REJECT_COLUMNS = ("source_line", "shipment_id", "raw_record", "reasons", "reason_summary")
 _HAS_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"
 

@@ -61,7 +61,8 @@ def test_unknown_deployment_is_an_error_not_a_fallback(monkeypatch):
         current_deployment()
 
 
-def test_dagster_definitions_validate_command_accepts_the_workspace():
+def test_dagster_definitions_validate_command_accepts_the_workspace(tmp_path):
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -70,6 +71,7 @@ def test_dagster_definitions_validate_command_accepts_the_workspace():
     result = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w", "workspace.yaml"],
         cwd=root,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=300,

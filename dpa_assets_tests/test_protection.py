@@ -53,6 +53,13 @@ def pg_loaded(pg_url):
     engine.dispose()
 
 
+def _psql(url: str, *args: str) -> subprocess.CompletedProcess:
+    """Run the real psql client against the test database, stopping at the first error."""
+    parsed = sa.make_url(url)
+    connection = ["-h", parsed.host, "-p", str(parsed.port), "-U", parsed.username, "-d", parsed.database]
+    return subprocess.run(["psql", *connection, "-v", "ON_ERROR_STOP=1", *args], capture_output=True, text=True)
+
+
 def _sqlite_path(url: str) -> str:
     return url.removeprefix("sqlite:///")
 
@@ -95,26 +102,7 @@ def test_sqlite3_command_line_cannot_delete(sqlite_loaded, sqlite_url, table):
 )
 def test_psql_cannot_erase_protected_tables(pg_loaded, pg_url, table, statement):
     before = snapshot(pg_url)
-    url = sa.make_url(pg_url)
-    result = subprocess.run(
-        [
-            "psql",
-            "-h",
-            url.host,
-            "-p",
-            str(url.port),
-            "-U",
-            url.username,
-            "-d",
-            url.database,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            statement.format(table=table),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = _psql(pg_url, "-c", statement.format(table=table))
     assert result.returncode != 0
     assert "protected against" in result.stderr
     assert snapshot(pg_url) == before
@@ -156,28 +144,8 @@ def test_schema_setup_is_idempotent(loaded, warehouse_url):
 def test_least_privilege_role_loads_but_cannot_erase(pg_loaded, pg_url):
     url = sa.make_url(pg_url)
     sql_file = Path(__file__).resolve().parents[1] / "dpa_assets" / "warehouse" / "sql" / "least_privilege.sql"
-    subprocess.run(
-        [
-            "psql",
-            "-h",
-            url.host,
-            "-p",
-            str(url.port),
-            "-U",
-            url.username,
-            "-d",
-            url.database,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-v",
-            "pipeline_password=s3cret-for-test",
-            "-f",
-            str(sql_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = _psql(pg_url, "-v", "pipeline_password=s3cret-for-test", "-f", str(sql_file))
+    assert result.returncode == 0, result.stderr
     pipeline_url = url.set(username="dpa_pipeline", password="s3cret-for-test")
     pipeline = create_warehouse_engine(pipeline_url.render_as_string(hide_password=False))
     ensure_schema(pipeline)  # everything exists: no DDL, so no ownership needed

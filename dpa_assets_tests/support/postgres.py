@@ -55,6 +55,16 @@ def find_pg_bin() -> Path | None:
     return None
 
 
+def _runuser() -> str:
+    """runuser lives in sbin, which a minimal root PATH may lack."""
+    found = shutil.which("runuser") or next(
+        (path for path in ("/usr/sbin/runuser", "/sbin/runuser") if Path(path).exists()), None
+    )
+    if found is None:
+        raise RuntimeError("running as root needs runuser (util-linux) to start PostgreSQL as 'postgres'")
+    return found
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -66,7 +76,7 @@ def start_cluster() -> PostgresCluster:
     bin_dir = find_pg_bin()
     if bin_dir is None:
         raise RuntimeError("no PostgreSQL binaries found (looked in " + ", ".join(PG_BIN_CANDIDATES) + ")")
-    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    run_as = [_runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
     base = Path(tempfile.mkdtemp(prefix="dpa-pg-"))
     if run_as:
         shutil.chown(base, user="postgres", group="postgres")
