@@ -85,7 +85,7 @@ def validated_freight(
     """The day's movements split into valid rows and quarantined rejects with their reasons."""
     started = time.monotonic()
     key = context.partition_key
-    day = date.fromisoformat(key)
+    day = require_known_partition(key)  # this step writes rejects: never for a day outside the set
     loaded_elsewhere = shipment_ids_loaded_elsewhere(
         warehouse.get_engine(), raw_freight["shipment_id"].str.strip().tolist(), day
     )

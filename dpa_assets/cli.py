@@ -152,6 +152,21 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    _dagster_home()
+    from dpa_assets.alerts.journal import read_alerts
+    from dpa_assets.definitions import defs
+
+    journal = defs.resources["alert_journal"].path()
+    alerts = read_alerts(journal)[-args.last :]
+    for alert in alerts:
+        print(f"{alert.raised_at}  {alert.severity.upper():<7} {alert.summary}")
+        for detail in alert.details[1:]:
+            print(f"{'':28}{detail}")
+    print(f"{len(alerts)} alert(s) shown from {journal}")
+    return 0
+
+
 def cmd_list_partitions(args: argparse.Namespace) -> int:
     from dpa_assets.partitions import daily_partitions
 
@@ -211,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--fault", action="append", help="KIND[:DAY[:TIMES]], repeatable (see docs/freight-api.md)")
     serve.set_defaults(handler=cmd_serve_api)
+
+    alerts = commands.add_parser("alerts", help="print the latest failure alerts from the journal")
+    alerts.add_argument("--last", type=int, default=20)
+    alerts.set_defaults(handler=cmd_alerts)
 
     partitions = commands.add_parser("list-partitions", help="print the most recent partition keys")
     partitions.add_argument("--last", type=int, default=7)

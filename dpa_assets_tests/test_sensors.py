@@ -43,3 +43,20 @@ def test_journal_survives_a_torn_last_line(tmp_path):
     with journal.open("a") as handle:
         handle.write('{"raised_at": "2026-11-26T03:0')  # the process died mid-write
     assert read_alerts(journal) == [alert, alert]
+
+
+def test_alerts_command_prints_the_journal(tmp_path, monkeypatch, capsys):
+    from dpa_assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DPA_ALERT_JOURNAL", raising=False)
+    journal = tmp_path / "home" / "alerts" / "journal.jsonl"
+    summary = "DPA daily_freight_job for 2026-11-25 FAILED: raw_freight: no landing file"
+    append_alert(
+        journal, Alert("2026-11-26T03:00:00+00:00", "error", "daily_freight_job", "r1", "2026-11-25", summary, [])
+    )
+
+    assert main(["alerts"]) == 0
+
+    out = capsys.readouterr().out
+    assert summary in out and "1 alert(s) shown" in out
