@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from dpa_assets.alerts.journal import Alert, append_alert
-from dpa_assets.jobs import daily_freight_job, freshness_check_job
 from dpa_assets.resources import AlertJournalResource
 
 PARTITION_TAG = "dagster/partition"
@@ -42,11 +41,16 @@ def alert_for_failed_run(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent
     )
 
 
+# Every failed run alerts: the nightly job, the freshness job, a partition materialized by hand
+# from the UI (Dagster's ad-hoc asset job) and `dpa materialize` runs. The last are executed in
+# process and carry no code-location origin, which only monitor_all_code_locations matches; a DPA
+# instance holds nothing but this code location, so "all" is exactly what must be watched.
 @dg.run_failure_sensor(
     name="freight_failure_alert_sensor",
-    monitored_jobs=[daily_freight_job, freshness_check_job],
+    monitor_all_code_locations=True,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Archives every failed freight run as an alert in the journal.",
+    minimum_interval_seconds=30,
+    description="Archives every failed run (nightly, freshness, hand-launched) as an alert in the journal.",
 )
 def freight_failure_alert_sensor(context: dg.RunFailureSensorContext, alert_journal: AlertJournalResource) -> None:
     """Journal the failure, so nothing depends on someone watching the UI at 3 a.m."""

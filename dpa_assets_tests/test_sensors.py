@@ -60,3 +60,15 @@ def test_alerts_command_prints_the_journal(tmp_path, monkeypatch, capsys):
 
     out = capsys.readouterr().out
     assert summary in out and "1 alert(s) shown" in out
+
+
+def test_sensor_tick_journals_a_run_that_failed_after_the_previous_tick(resources, partition_key, instance, tmp_path):
+    journal = AlertJournalResource(journal_file=str(tmp_path / "journal.jsonl"))
+    first = dg.build_sensor_context(instance=instance, resources={"alert_journal": journal})
+    freight_failure_alert_sensor.evaluate_tick(first)  # the first tick only starts the cursor
+    result = materialize(resources, partition_key, instance)  # fails: no landing file
+
+    second = dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"alert_journal": journal})
+    freight_failure_alert_sensor.evaluate_tick(second)
+
+    assert [alert.run_id for alert in read_alerts(journal.path())] == [result.run_id]
