@@ -50,6 +50,7 @@ def _materialize_days(days: list[date], verbose: bool = False) -> int:
     import dagster as dg
 
     from dpa_assets.definitions import defs
+    from dpa_assets.sensors import describe_step_failure
 
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("daily_freight_job")
@@ -61,13 +62,10 @@ def _materialize_days(days: list[date], verbose: bool = False) -> int:
             raise_on_error=False,
             run_config=None if verbose else QUIET_RUN_CONFIG,
         )
-        failures += 0 if result.success else 1
         if not result.success:
-            for event in result.all_events:
-                if event.is_failure and event.event_specific_data is not None:
-                    error = getattr(event.event_specific_data, "error", None)
-                    if error is not None:
-                        print(f"{day}  FAILED in {event.step_key}: {error.message.strip().splitlines()[0]}")
+            failures += 1
+            for event in result.get_step_failure_events():
+                print(f"{day}  FAILED in {describe_step_failure(event)}")
     _print_summary(days)
     return 1 if failures else 0
 

@@ -12,6 +12,17 @@ from dpa_assets.resources import AlertJournalResource
 PARTITION_TAG = "dagster/partition"
 
 
+def describe_step_failure(event: dg.DagsterEvent) -> str:
+    """``step: first line of the error``, without the exception's module path in front."""
+    error = getattr(event.event_specific_data, "error", None)
+    message = error.message.strip().splitlines()[0] if error is not None and error.message else "failed"
+    # "dagster._core.definitions.events.Failure: Freight for ..." -> "Freight for ..."
+    prefix, separator, rest = message.partition(": ")
+    if separator and "." in prefix and " " not in prefix:
+        message = rest
+    return f"{event.step_key}: {message}"
+
+
 def alert_for_failed_run(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent]) -> Alert:
     """Describe a failed run in the words the on-call needs.
 
@@ -23,11 +34,7 @@ def alert_for_failed_run(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent
         The alert, with a one-line summary and a line per failed step.
     """
     partition = run.tags.get(PARTITION_TAG)
-    details = []
-    for event in step_failures:
-        error = getattr(event.event_specific_data, "error", None)
-        message = error.message.strip().splitlines()[0] if error is not None and error.message else "failed"
-        details.append(f"{event.step_key}: {message}")
+    details = [describe_step_failure(event) for event in step_failures]
     day = f" for {partition}" if partition else ""
     first = details[0] if details else "the run failed before any step"
     return Alert(

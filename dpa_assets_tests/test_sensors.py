@@ -32,7 +32,7 @@ def test_failed_run_is_journaled_with_day_and_reason(resources, partition_key, i
     [alert] = read_alerts(journal.path())
     assert alert.partition == partition_key and alert.run_id == result.run_id
     assert "FAILED" in alert.summary and f"no landing file for {partition_key}" in alert.summary
-    assert alert.details[0].startswith("raw_freight: ")
+    assert alert.details[0].startswith(f"raw_freight: Freight for {partition_key} cannot be read: ")
 
 
 def test_journal_survives_a_torn_last_line(tmp_path):
