@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test lint ui install clean
+.PHONY: run test lint bench ui install clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("DPA needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -26,8 +26,11 @@ test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check dpa_assets dpa_assets_tests
-	$(BIN)/ruff format --check dpa_assets dpa_assets_tests
+	$(BIN)/ruff check dpa_assets dpa_assets_tests benchmarks
+	$(BIN)/ruff format --check dpa_assets dpa_assets_tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/load_benchmark.py $(BENCH_ARGS)
 
 ui: install
 	$(BIN)/dpa setup-warehouse

@@ -49,9 +49,9 @@ class ValidationOutcome:
 
 
 def _blank_to_na(values: pd.Series) -> pd.Series:
-    text = values.astype(object).where(values.notna(), None)
-    stripped = text.map(lambda value: value.strip() if isinstance(value, str) else value)
-    return stripped.where(stripped.map(lambda value: value not in ("", None)), None)
+    """Strip surrounding spaces; an empty field is a missing value."""
+    stripped = values.astype(object).str.strip()
+    return stripped.where(stripped.notna() & (stripped != ""), None).astype(object)
 
 
 def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
@@ -167,13 +167,14 @@ def validate_freight(
     rejected_rows = sorted(by_row)
     valid = typed.drop(index=rejected_rows)
     valid.insert(0, SOURCE_LINE, raw[SOURCE_LINE].drop(index=rejected_rows))
+    received = raw.loc[rejected_rows, list(RAW_COLUMNS)].to_dict("records")  # values as received
     rejects = pd.DataFrame(
         {
-            "source_line": [int(raw.at[row, SOURCE_LINE]) for row in rejected_rows],
-            "shipment_id": [_json_value(raw.at[row, "shipment_id"]) for row in rejected_rows],
+            "source_line": raw.loc[rejected_rows, SOURCE_LINE].astype(int).tolist(),
+            "shipment_id": [_json_value(record["shipment_id"]) for record in received],
             "raw_record": [
-                json.dumps({c: _json_value(raw.at[row, c]) for c in RAW_COLUMNS}, ensure_ascii=False)
-                for row in rejected_rows
+                json.dumps({column: _json_value(value) for column, value in record.items()}, ensure_ascii=False)
+                for record in received
             ],
             "reasons": [json.dumps(by_row[row], ensure_ascii=False) for row in rejected_rows],
             "reason_summary": ["; ".join(f"{r['column']}: {r['rule']}" for r in by_row[row]) for row in rejected_rows],

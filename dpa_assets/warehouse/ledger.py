@@ -91,7 +91,9 @@ def _db_frame(frame: pd.DataFrame, dialect: str) -> pd.DataFrame:
     return out
 
 
-def _to_records(frame: pd.DataFrame) -> list[dict]:
+def as_records(frame: pd.DataFrame, dialect: str) -> list[dict]:
+    """Rows as plain Python values the DB-API driver binds, timestamps in UTC."""
+    frame = _db_frame(frame, dialect)
     plain = frame.astype(object).where(frame.notna(), None)
     return [
         {key: (value.to_pydatetime() if isinstance(value, pd.Timestamp) else value) for key, value in row.items()}
@@ -109,10 +111,9 @@ def bulk_insert(connection: Connection, table: sa.Table, frame: pd.DataFrame) ->
     """
     if frame.empty:
         return
-    frame = _db_frame(frame, connection.dialect.name)
     if connection.dialect.name == "postgresql":
         buffer = io.StringIO()
-        frame.to_csv(buffer, header=False, index=False)
+        _db_frame(frame, "postgresql").to_csv(buffer, header=False, index=False)
         buffer.seek(0)
         columns = ", ".join(frame.columns)
         # The DB-API connection under this SQLAlchemy connection: COPY joins the same transaction.
@@ -122,7 +123,7 @@ def bulk_insert(connection: Connection, table: sa.Table, frame: pd.DataFrame) ->
         finally:
             cursor.close()
     else:
-        connection.execute(table.insert(), _to_records(frame))
+        connection.execute(table.insert(), as_records(frame, connection.dialect.name))
 
 
 def _replace_partition(
