@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from datetime import date
@@ -110,30 +111,36 @@ def test_retry_settings_bound_the_attempts(engine, warehouse_url):
     assert commit_partition(engine, prepared_load(DAY, "run-1"), retry=settings)["attempts"] == 1
 
 
-def _hold_sqlite_write_lock(path: str, seconds: float, holding: threading.Event) -> None:
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("BEGIN IMMEDIATE")
-    holding.set()
-    threading.Event().wait(seconds)
-    connection.execute("ROLLBACK")
-    connection.close()
+@contextlib.contextmanager
+def another_writer_holding_the_lock(sqlite_url: str, seconds: float):
+    """A second, plain sqlite3 connection that holds the write lock for a while, in a thread."""
+    holding = threading.Event()
+
+    def hold() -> None:
+        connection = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        holding.set()
+        threading.Event().wait(seconds)
+        connection.execute("ROLLBACK")
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait()
+    try:
+        yield
+    finally:
+        holder.join()
 
 
 def test_sqlite_database_is_locked_is_retried_then_commits(sqlite_url, caplog):
     engine = create_warehouse_engine(sqlite_url, lock_timeout_seconds=0.3)
     ensure_schema(engine)
-    holding = threading.Event()
-    holder = threading.Thread(
-        target=_hold_sqlite_write_lock, args=(sqlite_url.removeprefix("sqlite:///"), 1.0, holding)
-    )
-    holder.start()
-    holding.wait()
 
-    audit = commit_partition(
-        engine, prepared_load(DAY, "run-1"), retry=RetrySettings(max_attempts=8, base_delay_seconds=0.1)
-    )
+    with another_writer_holding_the_lock(sqlite_url, seconds=1.0):
+        settings = RetrySettings(max_attempts=8, base_delay_seconds=0.1)
+        audit = commit_partition(engine, prepared_load(DAY, "run-1"), retry=settings)
 
-    holder.join()
     assert audit["attempts"] >= 2
     assert any("lock conflict on attempt 1" in record.message for record in caplog.records)
     assert scalar(sqlite_url, "SELECT count(*) FROM load_audit WHERE status = 'loaded'") == 1
@@ -142,17 +149,10 @@ def test_sqlite_database_is_locked_is_retried_then_commits(sqlite_url, caplog):
 def test_lock_conflict_outlasting_retries_fails_cleanly(sqlite_url):
     engine = create_warehouse_engine(sqlite_url, lock_timeout_seconds=0.2)
     ensure_schema(engine)
-    holding = threading.Event()
-    holder = threading.Thread(
-        target=_hold_sqlite_write_lock, args=(sqlite_url.removeprefix("sqlite:///"), 2.0, holding)
-    )
-    holder.start()
-    holding.wait()
 
-    with pytest.raises(WarehouseBusy, match="still locked after 2 attempts; nothing was written"):
-        commit_partition(
-            engine, prepared_load(DAY, "run-1"), retry=RetrySettings(max_attempts=2, base_delay_seconds=0.05)
-        )
+    with another_writer_holding_the_lock(sqlite_url, seconds=2.0):
+        settings = RetrySettings(max_attempts=2, base_delay_seconds=0.05)
+        with pytest.raises(WarehouseBusy, match="still locked after 2 attempts; nothing was written"):
+            commit_partition(engine, prepared_load(DAY, "run-1"), retry=settings)
 
-    holder.join()
     assert scalar(sqlite_url, "SELECT count(*) FROM warehouse_facts") == 0
