@@ -11,13 +11,15 @@ setup(
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",
         "dagster-postgres==0.29.27",
-        "pandas>=2.2",
+        # Pinned to the versions the suite runs on: pandas 3 string dtypes and SQLAlchemy 2.1
+        # driver defaults both changed behaviour the code relies on.
+        "pandas==3.1.1",
         "pandera==0.35.0",
-        "sqlalchemy>=2.0",
-        "psycopg2-binary>=2.9",
-        "requests>=2.32",
-        "tabulate>=0.9",
+        "sqlalchemy==2.1.9",
+        "psycopg2-binary==2.9.13",
+        "requests==2.34.2",
+        "tabulate==0.10.0",
     ],
-    extras_require={"dev": ["pytest>=8", "hypothesis>=6.100", "ruff==0.17.6"]},
+    extras_require={"dev": ["pytest==9.2.0", "hypothesis==6.170.17", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["dpa=dpa_assets.cli:main"]},
 )
