@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import threading
 from datetime import date
@@ -58,6 +59,18 @@ def test_commit_writes_facts_rejects_and_audit_together(engine, warehouse_url):
     assert audit["rows_loaded"] == len(load.facts)
     assert facts_checksum(read_facts(engine, [date.fromisoformat(DAY)])) == load.content_checksum
     assert_books_balance(warehouse_url, DAY)
+
+
+def test_a_load_that_loses_rows_is_refused_before_touching_the_warehouse(engine, warehouse_url):
+    commit_partition(engine, prepared_load(DAY, "run-1", seed=1))
+    before = snapshot(warehouse_url)
+    load = prepared_load(DAY, "run-2", seed=2)
+    short = dataclasses.replace(load, facts=load.facts.iloc[1:])  # one valid row went missing
+
+    with pytest.raises(ValueError, match="refusing to commit"):
+        commit_partition(engine, short)
+
+    assert snapshot(warehouse_url) == before
 
 
 def test_exception_before_commit_rolls_back_and_is_audited(engine, warehouse_url):

@@ -192,6 +192,12 @@ def commit_partition(
     Returns:
         The audit row that was committed.
     """
+    if load.rows_received != len(load.facts) + len(load.rejects):
+        # Rows would be lost (or invented) between the source and the warehouse: refuse outright.
+        raise ValueError(
+            f"partition {load.partition_date}: {load.rows_received} rows received but "
+            f"{len(load.facts)} facts + {len(load.rejects)} rejects; refusing to commit"
+        )
     started_at = _utcnow()
     for attempt in range(1, retry.max_attempts + 1):
         try:
