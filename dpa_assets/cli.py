@@ -43,10 +43,18 @@ def cmd_seed_landing(args: argparse.Namespace) -> int:
     return 0
 
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+def run_config_for(verbose: bool, step_retry: bool) -> dict:
+    """Run config of a hand-launched load: quiet unless asked, and optionally no step retries."""
+    config: dict = {}
+    if not verbose:
+        config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+    if not step_retry:
+        # The on-call at the keyboard wants the verdict now, not after the nightly RetryPolicy's waits.
+        config["resources"] = {"freight_source": {"config": {"retry_step_on_outage": False}}}
+    return config
 
 
-def _materialize_days(days: list[date], verbose: bool = False) -> int:
+def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool = True) -> int:
     import dagster as dg
 
     from dpa_assets.definitions import defs
@@ -60,7 +68,7 @@ def _materialize_days(days: list[date], verbose: bool = False) -> int:
             partition_key=day.isoformat(),
             instance=instance,
             raise_on_error=False,
-            run_config=None if verbose else QUIET_RUN_CONFIG,
+            run_config=run_config_for(verbose, step_retry),
         )
         if not result.success:
             failures += 1
@@ -91,7 +99,7 @@ def _print_summary(days: list[date]) -> None:
 def cmd_materialize(args: argparse.Namespace) -> int:
     _dagster_home()
     days = args.date or _recent_days(args.last, None)
-    return _materialize_days(sorted(set(days)), args.verbose)
+    return _materialize_days(sorted(set(days)), args.verbose, step_retry=not args.no_step_retry)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -200,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     which = materialize.add_mutually_exclusive_group(required=True)
     which.add_argument("--date", type=date.fromisoformat, action="append", help="a day (repeatable)")
     which.add_argument("--last", type=int, help="the last N closed days")
+    materialize.add_argument(
+        "--no-step-retry",
+        action="store_true",
+        help="fail at once when the source stays unreachable (skip raw_freight's RetryPolicy waits)",
+    )
     materialize.set_defaults(handler=cmd_materialize)
 
     demo = commands.add_parser("demo", help="seed landing files and load them (what `make run` does)")

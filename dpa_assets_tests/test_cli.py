@@ -56,3 +56,15 @@ def test_setup_warehouse_is_idempotent(home: Path, capsys):
     assert main(["setup-warehouse"]) == 0
     assert main(["setup-warehouse"]) == 0
     assert "protection in place" in capsys.readouterr().out
+
+
+def test_no_step_retry_turns_off_the_outage_retry_for_this_run(home: Path, capsys):
+    from dpa_assets.cli import run_config_for
+
+    assert run_config_for(verbose=False, step_retry=False)["resources"] == {
+        "freight_source": {"config": {"retry_step_on_outage": False}}
+    }
+    assert "resources" not in run_config_for(verbose=True, step_retry=True)
+    assert main(["seed-landing", "--days", "1", "--end", "2026-11-20"]) == 0
+    assert main(["materialize", "--date", "2026-11-20", "--no-step-retry"]) == 0
+    assert "2026-11-20  loaded" in capsys.readouterr().out
