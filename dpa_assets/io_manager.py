@@ -23,9 +23,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     warehouse: WarehouseResource
 
     def handle_output(self, context: dg.OutputContext, obj: PartitionLoad) -> None:
-        if not context.has_asset_partitions or len(context.asset_partition_keys) != 1:
+        if not context.has_partition_key:
             raise dg.Failure("warehouse_facts is committed one partition per run; select a single day")
-        day = require_known_partition(context.asset_partition_key)
+        day = require_known_partition(context.partition_key)
         if obj.partition_date != day:
             raise dg.Failure(f"output for {obj.partition_date} handed over for partition {day}")
         started = time.monotonic()
