@@ -252,15 +252,19 @@ def record_failure(
         logger.exception("could not audit the failed load of partition %s", load.partition_date)
 
 
-def loaded_validation_run(connection: Connection, partition_date: date) -> str | None:
-    """The validation run whose rows are the partition's current facts, if any are loaded."""
-    latest = connection.execute(
-        sa.select(audit.c.status, audit.c.validation_run_id)
-        .where(audit.c.partition_date == partition_date, audit.c.status.in_((LOADED, BREAK_GLASS)))
-        .order_by(audit.c.id.desc())
-        .limit(1)
-    ).first()
-    return latest.validation_run_id if latest is not None and latest.status == LOADED else None
+def current_load_audit(connection: Connection, partition_date: date) -> dict | None:
+    """The audit row of the partition's current facts (None when never loaded, or emptied since)."""
+    latest = (
+        connection.execute(
+            sa.select(audit)
+            .where(audit.c.partition_date == partition_date, audit.c.status.in_((LOADED, BREAK_GLASS)))
+            .order_by(audit.c.id.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(latest) if latest is not None and latest["status"] == LOADED else None
 
 
 def record_validation(
@@ -287,7 +291,8 @@ def record_validation(
     now = _utcnow()
     with _write_connection(engine) as connection, connection.begin():
         _lock_partition(connection, partition_date)
-        keep = {loaded_validation_run(connection, partition_date)} - {None, run_id}
+        current = current_load_audit(connection, partition_date)
+        keep = {current["validation_run_id"]} - {run_id} if current else set()
         grant_partition_permit(connection, partition_date)
         connection.execute(
             sa.delete(rejects).where(

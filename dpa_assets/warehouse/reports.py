@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dpa_assets.warehouse.ledger import current_load_audit
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
 
@@ -67,17 +68,7 @@ def partition_counts(engine: Engine, partition_date: date) -> dict[str, int]:
 def latest_loaded_audit(engine: Engine, partition_date: date) -> dict | None:
     """The audit row of the partition's current facts (None when never loaded or emptied since)."""
     with engine.connect() as connection:
-        row = (
-            connection.execute(
-                sa.select(audit)
-                .where(audit.c.partition_date == partition_date, audit.c.status.in_(("loaded", "break_glass")))
-                .order_by(audit.c.id.desc())
-                .limit(1)
-            )
-            .mappings()
-            .first()
-        )
-    return dict(row) if row is not None and row["status"] == "loaded" else None
+        return current_load_audit(connection, partition_date)
 
 
 def quarantined_count(engine: Engine, partition_date: date, validation_run_id: str) -> int:
