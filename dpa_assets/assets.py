@@ -18,7 +18,7 @@ from dpa_assets.resources import (
     WarehouseResource,
 )
 from dpa_assets.sources.errors import SourceUnavailable
-from dpa_assets.sources.payload import PayloadError
+from dpa_assets.sources.payload import SOURCE_LINE, PayloadError
 from dpa_assets.transforms import (
     ValidationOutcome,
     facts_checksum,
@@ -26,8 +26,17 @@ from dpa_assets.transforms import (
     top_rejection_reasons,
     validate_freight,
 )
-from dpa_assets.warehouse.ledger import BLOCKED, VALIDATED, PartitionLoad, record_validation
+from dpa_assets.warehouse.ledger import (
+    BLOCKED,
+    VALIDATED,
+    PartitionLoad,
+    blocked_detail,
+    record_failed_attempt,
+    record_validation,
+)
+from dpa_assets.warehouse.protection import ProtectedTableMissing
 from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
+from dpa_assets.warehouse_record import WarehouseDiverged, recorded_loads, verify_warehouse_matches_dagster
 
 GROUP = "freight"
 
@@ -86,6 +95,7 @@ def validated_freight(
     started = time.monotonic()
     key = context.partition_key
     day = require_known_partition(key)  # this step writes rejects: never for a day outside the set
+    refuse_diverged_warehouse(context, warehouse)
     loaded_elsewhere = shipment_ids_loaded_elsewhere(
         warehouse.get_engine(), raw_freight["shipment_id"].str.strip().tolist(), day
     )
@@ -94,6 +104,7 @@ def validated_freight(
     )
     blocked = validation_policy.blocks(outcome.rows_rejected, outcome.rows_received)
     # Rejects are stored even when the day is blocked: the quarantine is what the on-call reads.
+    # The verdict is stored too: the partition commit refuses a blocked day whatever launches it.
     record_validation(
         warehouse.get_engine(),
         day,
@@ -101,11 +112,30 @@ def validated_freight(
         outcome.rejects,
         outcome.rows_received,
         BLOCKED if blocked else VALIDATED,
+        detail=_blocked_detail(outcome, validation_policy.max_rejection_rate) if blocked else None,
     )
     metadata = validation_metadata(outcome)
     metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
     context.add_output_metadata(metadata)
     return outcome
+
+
+def refuse_diverged_warehouse(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
+    """Fail the step, writing nothing, when committed days Dagster recorded are gone from the warehouse."""
+    try:
+        verify_warehouse_matches_dagster(context.instance, warehouse.get_engine(), warehouse.display_url())
+    except WarehouseDiverged as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+    except ProtectedTableMissing as error:
+        days = ", ".join(day.isoformat() for day in sorted(recorded_loads(context.instance, warehouse.display_url())))
+        recorded = f"; Dagster recorded loads of {days} in it" if days else ""
+        raise dg.Failure(description=f"{error}{recorded}. Nothing was written.", allow_retries=False) from error
+
+
+def _blocked_detail(outcome: ValidationOutcome, max_rejection_rate: float) -> str:
+    reasons = top_rejection_reasons(outcome.rejects, limit=5)
+    top = ", ".join(f"{row.column}: {row.rule} ({row.rows})" for row in reasons.itertuples(index=False))
+    return blocked_detail(outcome.rows_rejected, outcome.rows_received, max_rejection_rate, top)
 
 
 def validation_metadata(outcome: ValidationOutcome) -> dict[str, dg.MetadataValue]:
@@ -123,10 +153,22 @@ def validation_metadata(outcome: ValidationOutcome) -> dict[str, dg.MetadataValu
 
 
 @dg.asset(partitions_def=daily_partitions, group_name=GROUP, io_manager_key="warehouse_io_manager")
-def warehouse_facts(context: dg.AssetExecutionContext, validated_freight: ValidationOutcome) -> PartitionLoad:
+def warehouse_facts(
+    context: dg.AssetExecutionContext, validated_freight: ValidationOutcome, warehouse: WarehouseResource
+) -> PartitionLoad:
     """The day's valid movements as warehouse facts, committed atomically with their audit row."""
     key = context.partition_key
-    facts = to_facts(validated_freight.valid, key)
+    refuse_diverged_warehouse(context, warehouse)
+    validation_run_id = validated_freight.validation_run_id or context.run.run_id
+    try:
+        facts = to_facts(validated_freight.valid, key)
+        checksum = facts_checksum(facts)
+    except Exception as error:
+        # Shaping failed before the commit: the ledger still records the attempt and why.
+        record_failed_attempt(
+            warehouse.get_engine(), date.fromisoformat(key), context.run.run_id, error, validation_run_id
+        )
+        raise
     context.add_output_metadata(
         {
             "rows_received": dg.MetadataValue.int(validated_freight.rows_received),
@@ -138,9 +180,10 @@ def warehouse_facts(context: dg.AssetExecutionContext, validated_freight: Valida
     return PartitionLoad(
         partition_date=date.fromisoformat(key),
         run_id=context.run.run_id,
-        validation_run_id=validated_freight.validation_run_id or context.run.run_id,
+        validation_run_id=validation_run_id,
         facts=facts,
         rejects=validated_freight.rejects,
         rows_received=validated_freight.rows_received,
-        content_checksum=facts_checksum(facts),
+        content_checksum=checksum,
+        source_line_by_id=validated_freight.valid.set_index("shipment_id")[SOURCE_LINE],
     )

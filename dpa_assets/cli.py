@@ -139,6 +139,42 @@ def cmd_break_glass(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_warehouse(args: argparse.Namespace) -> int:
+    """Start an empty warehouse on purpose, recorded in Dagster so earlier loads are not expected in it."""
+    _dagster_home()
+    import dagster as dg
+
+    from dpa_assets.definitions import defs
+    from dpa_assets.warehouse.engine import create_warehouse_engine
+    from dpa_assets.warehouse.protection import ensure_schema
+    from dpa_assets.warehouse.reports import fact_row_count
+    from dpa_assets.warehouse_record import record_new_warehouse
+
+    warehouse = defs.resources["warehouse"]
+    if args.confirm != "new-warehouse":
+        print("refused: add --confirm new-warehouse to start an empty warehouse", file=sys.stderr)
+        return 2
+    if not args.actor.strip() or len(args.reason.strip()) < 10:
+        print("refused: give your name (--actor) and a reason of at least 10 characters", file=sys.stderr)
+        return 2
+    engine = create_warehouse_engine(warehouse.resolved_url())
+    try:
+        held = fact_row_count(engine)
+        if held:
+            print(
+                f"refused: {warehouse.display_url()} still holds {held} fact rows; a new warehouse starts empty "
+                "(point DPA_WAREHOUSE_URL at a new database, or move the old file away)",
+                file=sys.stderr,
+            )
+            return 2
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
+    record_new_warehouse(dg.DagsterInstance.get(), warehouse.display_url(), args.actor.strip(), args.reason.strip())
+    print(f"new warehouse started: {warehouse.display_url()} (recorded in Dagster by {args.actor.strip()})")
+    return 0
+
+
 def cmd_serve_api(args: argparse.Namespace) -> int:
     from dpa_assets.settings import ENV_FREIGHT_API_TOKEN
     from dpa_assets.sources.demo_api import FreightApiServer, parse_fault
@@ -231,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     glass.add_argument("--reason", required=True, help="why, recorded in the audit trail")
     glass.set_defaults(handler=cmd_break_glass)
 
+    fresh = commands.add_parser(
+        "new-warehouse", help="administrator: start an empty warehouse on purpose (recorded in Dagster)"
+    )
+    fresh.add_argument("--confirm", required=True, help="the words new-warehouse")
+    fresh.add_argument("--actor", required=True, help="your name, recorded in Dagster")
+    fresh.add_argument("--reason", required=True, help="why, recorded in Dagster")
+    fresh.set_defaults(handler=cmd_new_warehouse)
+
     serve = commands.add_parser("serve-api", help="run the demo freight API (docs/freight-api.md) on loopback")
     serve.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost", "::1"])
     serve.add_argument("--port", type=int, default=8765)
@@ -252,8 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dpa_assets.warehouse.protection import ProtectedTableMissing
+    from dpa_assets.warehouse_record import WarehouseDiverged
+
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (ProtectedTableMissing, WarehouseDiverged) as error:
+        # The operator's next step is in the message; a traceback would only hide it.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import os
 
 import dagster as dg
 
+from dpa_assets.intermediate_io_manager import IntermediateIOManager
 from dpa_assets.io_manager import WarehouseIOManager
 from dpa_assets.resources import (
     AlertJournalResource,
@@ -82,4 +83,5 @@ def build_resources(deployment: str, freight_source: str = "landing") -> dict[st
         "validation_policy": ValidationPolicyResource(),
         "alert_journal": AlertJournalResource(),
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+        "io_manager": IntermediateIOManager(),
     }

@@ -13,7 +13,14 @@ import pandas as pd
 
 from dpa_assets.partitions import require_known_partition
 from dpa_assets.resources import WarehouseResource
-from dpa_assets.warehouse.ledger import PartitionLoad, commit_partition, read_facts
+from dpa_assets.warehouse.ledger import (
+    LoadRefused,
+    PartitionLoad,
+    commit_partition,
+    read_facts,
+    record_failed_attempt,
+    record_failure,
+)
 from dpa_assets.warehouse.tables import facts
 
 
@@ -23,19 +30,19 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     warehouse: WarehouseResource
 
     def handle_output(self, context: dg.OutputContext, obj: PartitionLoad) -> None:
-        if not context.has_partition_key:
-            raise dg.Failure("warehouse_facts is committed one partition per run; select a single day")
-        day = require_known_partition(context.partition_key)
-        if obj.partition_date != day:
-            raise dg.Failure(f"output for {obj.partition_date} handed over for partition {day}")
+        self._refuse_unless_one_known_day(context, obj)
         started = time.monotonic()
-        audit_row = commit_partition(
-            self.warehouse.get_engine(), obj, retry=self.warehouse.retry_settings(), log=context.log
-        )
+        try:
+            audit_row = commit_partition(
+                self.warehouse.get_engine(), obj, retry=self.warehouse.retry_settings(), log=context.log
+            )
+        except LoadRefused as refusal:
+            # A broken rule, not an outage: retrying the step cannot change the answer.
+            raise dg.Failure(description=str(refusal), allow_retries=False) from refusal
         context.add_output_metadata(
             {
                 "table": facts.name,
-                "partition": day.isoformat(),
+                "partition": obj.partition_date.isoformat(),
                 "warehouse": self.warehouse.display_url(),
                 "row_count": dg.MetadataValue.int(audit_row["rows_loaded"]),
                 "content_checksum": audit_row["content_checksum"],
@@ -43,6 +50,19 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "load_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
             }
         )
+
+    def _refuse_unless_one_known_day(self, context: dg.OutputContext, obj: PartitionLoad) -> None:
+        """The guards before a commit; each refusal is audited against the day it concerns."""
+        if not context.has_partition_key:
+            refusal = LoadRefused("warehouse_facts is committed one partition per run; select a single day")
+            for key in context.asset_partition_keys if context.has_asset_partitions else []:
+                record_failed_attempt(self.warehouse.get_engine(), date.fromisoformat(key), obj.run_id, refusal)
+            raise dg.Failure(description=str(refusal), allow_retries=False)
+        day = require_known_partition(context.partition_key)
+        if obj.partition_date != day:
+            refusal = LoadRefused(f"output for {obj.partition_date} handed over for partition {day}")
+            record_failure(self.warehouse.get_engine(), obj, 0, None, refusal)
+            raise dg.Failure(description=str(refusal), allow_retries=False)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         days = [date.fromisoformat(key) for key in context.asset_partition_keys]

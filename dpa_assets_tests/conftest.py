@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from dpa_assets.intermediate_io_manager import IntermediateIOManager
 from dpa_assets.io_manager import WarehouseIOManager
 from dpa_assets.resources import (
     LandingDirSource,
@@ -100,6 +101,7 @@ def make_resources(
         "warehouse": warehouse,
         "validation_policy": ValidationPolicyResource(max_rejection_rate=max_rejection_rate),
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+        "io_manager": IntermediateIOManager(),
     }
 
 

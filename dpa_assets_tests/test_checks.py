@@ -16,8 +16,7 @@ from dpa_assets.partitions import LOCAL_TZ
 from dpa_assets.resources import ValidationPolicyResource, WarehouseResource
 from dpa_assets.sources.generator import generate_day, write_landing_file
 from dpa_assets.transforms import ValidationOutcome
-from dpa_assets.warehouse.ledger import commit_partition
-from dpa_assets_tests.support.loads import prepared_load
+from dpa_assets_tests.support.loads import commit_validated, prepared_load
 from dpa_assets_tests.support.warehouse import snapshot
 from dpa_assets_tests.test_assets import materialize
 
@@ -112,7 +111,7 @@ def test_warehouse_checks_pass_after_a_load_and_are_per_partition(resources, ins
 
 def test_reconciliation_catches_tampering_behind_the_triggers(sqlite_url):
     warehouse = WarehouseResource(url=sqlite_url)
-    audit = commit_partition(warehouse.get_engine(), prepared_load(DAY, "run-1", seed=1))
+    audit = commit_validated(warehouse.get_engine(), prepared_load(DAY, "run-1", seed=1))
     recorded = {"content_checksum": audit["content_checksum"], "row_count": audit["rows_loaded"]}
     assert checks.reconcile_partition(warehouse.get_engine(), date.fromisoformat(DAY), recorded).passed
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as outside:  # someone removes a guard
@@ -127,7 +126,7 @@ def test_reconciliation_catches_tampering_behind_the_triggers(sqlite_url):
 
 def test_reconciliation_catches_disagreement_with_dagsters_record(sqlite_url):
     warehouse = WarehouseResource(url=sqlite_url)
-    audit = commit_partition(warehouse.get_engine(), prepared_load(DAY, "run-1", seed=1))
+    audit = commit_validated(warehouse.get_engine(), prepared_load(DAY, "run-1", seed=1))
     result = checks.reconcile_partition(
         warehouse.get_engine(),
         date.fromisoformat(DAY),
@@ -139,7 +138,7 @@ def test_reconciliation_catches_disagreement_with_dagsters_record(sqlite_url):
 
 def test_duplicate_shipment_ids_are_reported(pg_url):
     warehouse = WarehouseResource(url=pg_url)
-    commit_partition(warehouse.get_engine(), prepared_load(DAY, "run-1", seed=1))
+    commit_validated(warehouse.get_engine(), prepared_load(DAY, "run-1", seed=1))
     engine = sa.create_engine(pg_url)
     with engine.begin() as connection:  # an administrator removes the unique constraint by mistake
         connection.exec_driver_sql("ALTER TABLE warehouse_facts DROP CONSTRAINT warehouse_facts_shipment_id_key")
@@ -189,7 +188,7 @@ def test_freshness_check_fails_as_error_when_the_day_is_missing(sqlite_url):
 def test_freshness_check_warns_for_a_day_loaded_after_its_deadline(sqlite_url):
     warehouse = WarehouseResource(url=sqlite_url)
     day, _deadline = expected_day(datetime.now(LOCAL_TZ))
-    commit_partition(warehouse.get_engine(), prepared_load(day.isoformat(), "run-1", seed=1))
+    commit_validated(warehouse.get_engine(), prepared_load(day.isoformat(), "run-1", seed=1))
     result = checks.yesterday_loaded_by_six(warehouse)
     # Loaded just now, which is always after the expected day's deadline: late, not missing.
     assert not result.passed

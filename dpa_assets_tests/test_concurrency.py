@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 from dpa_assets.sources.generator import generate_day, write_landing_file
 from dpa_assets.warehouse.engine import create_warehouse_engine
-from dpa_assets.warehouse.ledger import RetrySettings, commit_partition
+from dpa_assets.warehouse.ledger import RetrySettings
 from dpa_assets.warehouse.protection import ensure_schema
-from dpa_assets_tests.support.loads import prepared_load
+from dpa_assets_tests.support.loads import commit_validated, prepared_load
 from dpa_assets_tests.support.warehouse import rows, scalar
 
 DAY = "2026-11-20"
@@ -43,7 +43,7 @@ def _wait_until_blocked(admin: sa.Engine, application_name: str, timeout: float 
 def test_real_postgres_deadlock_is_retried_and_commits_once(pg_url, caplog):
     setup = create_warehouse_engine(pg_url)
     ensure_schema(setup)
-    commit_partition(setup, prepared_load(DAY, "run-1", seed=1))
+    commit_validated(setup, prepared_load(DAY, "run-1", seed=1))
     loader = sa.create_engine(pg_url, connect_args={"application_name": "dpa_loader"})
     ensure_schema(loader)
     rival = sa.create_engine(pg_url).connect()
@@ -56,7 +56,7 @@ def test_real_postgres_deadlock_is_retried_and_commits_once(pg_url, caplog):
 
     def load() -> None:
         try:
-            outcome["audit"] = commit_partition(
+            outcome["audit"] = commit_validated(
                 loader,
                 new_version,
                 retry=RetrySettings(max_attempts=5, base_delay_seconds=0.05),

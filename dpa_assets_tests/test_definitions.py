@@ -52,6 +52,7 @@ def test_every_deployment_builds(deployment):
         "validation_policy",
         "alert_journal",
         "warehouse_io_manager",
+        "io_manager",
     }
 
 

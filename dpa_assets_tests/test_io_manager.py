@@ -11,8 +11,7 @@ import pytest
 from dpa_assets.io_manager import WarehouseIOManager
 from dpa_assets.partitions import daily_partitions
 from dpa_assets.resources import WarehouseResource
-from dpa_assets.warehouse.ledger import commit_partition
-from dpa_assets_tests.support.loads import prepared_load
+from dpa_assets_tests.support.loads import commit_validated, prepared_load
 from dpa_assets_tests.support.warehouse import snapshot
 
 DAY = "2026-11-20"
@@ -27,8 +26,8 @@ def io_manager(warehouse_url) -> WarehouseIOManager:
 def test_load_input_returns_the_days_facts_as_committed(io_manager):
     engine = io_manager.warehouse.get_engine()
     first = prepared_load(DAY, "run-1", seed=1)
-    commit_partition(engine, first)
-    commit_partition(engine, prepared_load("2026-11-21", "run-2", seed=2))
+    commit_validated(engine, first)
+    commit_validated(engine, prepared_load("2026-11-21", "run-2", seed=2))
     context = dg.build_input_context(asset_key=FACTS_KEY, partition_key=DAY, asset_partitions_def=daily_partitions)
 
     loaded = io_manager.load_input(context)

@@ -15,6 +15,7 @@ from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import (
     BLOCKED,
     VALIDATED,
+    LoadRefused,
     RetrySettings,
     WarehouseBusy,
     commit_partition,
@@ -22,7 +23,7 @@ from dpa_assets.warehouse.ledger import (
     record_validation,
 )
 from dpa_assets.warehouse.protection import ensure_schema
-from dpa_assets_tests.support.loads import prepared_load
+from dpa_assets_tests.support.loads import commit_validated, prepared_load, record_passed_validation
 from dpa_assets_tests.support.warehouse import rows, scalar, snapshot
 
 DAY = "2026-11-20"
@@ -55,33 +56,41 @@ def assert_books_balance(url: str, day: str) -> None:
 
 def test_commit_writes_facts_rejects_and_audit_together(engine, warehouse_url):
     load = prepared_load(DAY, "run-1", rows=200, seed=1)
-    audit = commit_partition(engine, load)
+    audit = commit_validated(engine, load)
     assert audit["rows_loaded"] == len(load.facts)
     assert facts_checksum(read_facts(engine, [date.fromisoformat(DAY)])) == load.content_checksum
     assert_books_balance(warehouse_url, DAY)
 
 
 def test_a_load_that_loses_rows_is_refused_before_touching_the_warehouse(engine, warehouse_url):
-    commit_partition(engine, prepared_load(DAY, "run-1", seed=1))
-    before = snapshot(warehouse_url)
+    commit_validated(engine, prepared_load(DAY, "run-1", seed=1))
     load = prepared_load(DAY, "run-2", seed=2)
-    short = dataclasses.replace(load, facts=load.facts.iloc[1:])  # one valid row went missing
+    short = record_passed_validation(engine, dataclasses.replace(load, facts=load.facts.iloc[1:]))  # a row went missing
+    before = snapshot(warehouse_url)
 
-    with pytest.raises(ValueError, match="refusing to commit"):
+    with pytest.raises(LoadRefused, match="refusing to commit"):
         commit_partition(engine, short)
 
-    assert snapshot(warehouse_url) == before
+    after = snapshot(warehouse_url)
+    assert (after["warehouse_facts"], after["freight_rejects"]) == (
+        before["warehouse_facts"],
+        before["freight_rejects"],
+    )
+    refused = rows(warehouse_url, "SELECT status, detail, rows_loaded FROM load_audit ORDER BY id DESC")[0]
+    assert refused["status"] == "refused" and "refusing to commit" in refused["detail"]
+    assert refused["rows_loaded"] == 0
 
 
 def test_exception_before_commit_rolls_back_and_is_audited(engine, warehouse_url):
-    commit_partition(engine, prepared_load(DAY, "run-1", seed=1))
+    commit_validated(engine, prepared_load(DAY, "run-1", seed=1))
+    second = record_passed_validation(engine, prepared_load(DAY, "run-2", seed=2))
     before = snapshot(warehouse_url)
 
     def explode(_connection):
         raise RuntimeError("disk full while loading")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        commit_partition(engine, prepared_load(DAY, "run-2", seed=2), before_commit=explode)
+        commit_partition(engine, second, before_commit=explode)
 
     after = snapshot(warehouse_url)
     assert after["warehouse_facts"] == before["warehouse_facts"]
@@ -95,7 +104,7 @@ def test_exception_before_commit_rolls_back_and_is_audited(engine, warehouse_url
 def test_blocked_validation_keeps_loaded_facts_and_their_rejects(engine, warehouse_url):
     loaded = prepared_load(DAY, "run-1", seed=1)
     record_validation(engine, loaded.partition_date, "run-1", loaded.rejects, loaded.rows_received, VALIDATED)
-    commit_partition(engine, loaded)
+    commit_validated(engine, loaded)
     facts_before = snapshot(warehouse_url)["warehouse_facts"]
     bad = prepared_load(DAY, "run-2", seed=2, bad_fraction=0.5)
 
@@ -121,7 +130,7 @@ def test_revalidating_replaces_pending_rejects_without_duplicates(engine, wareho
 
 def test_retry_settings_bound_the_attempts(engine, warehouse_url):
     settings = RetrySettings(max_attempts=3, base_delay_seconds=0.01)
-    assert commit_partition(engine, prepared_load(DAY, "run-1"), retry=settings)["attempts"] == 1
+    assert commit_validated(engine, prepared_load(DAY, "run-1"), retry=settings)["attempts"] == 1
 
 
 @contextlib.contextmanager
@@ -150,9 +159,10 @@ def test_sqlite_database_is_locked_is_retried_then_commits(sqlite_url, caplog):
     engine = create_warehouse_engine(sqlite_url, lock_timeout_seconds=0.3)
     ensure_schema(engine)
 
+    load = record_passed_validation(engine, prepared_load(DAY, "run-1"))
     with another_writer_holding_the_lock(sqlite_url, seconds=1.0):
         settings = RetrySettings(max_attempts=8, base_delay_seconds=0.1)
-        audit = commit_partition(engine, prepared_load(DAY, "run-1"), retry=settings)
+        audit = commit_partition(engine, load, retry=settings)
 
     assert audit["attempts"] >= 2
     assert any("lock conflict on attempt 1" in record.message for record in caplog.records)
@@ -163,9 +173,10 @@ def test_lock_conflict_outlasting_retries_fails_cleanly(sqlite_url):
     engine = create_warehouse_engine(sqlite_url, lock_timeout_seconds=0.2)
     ensure_schema(engine)
 
+    load = record_passed_validation(engine, prepared_load(DAY, "run-1"))
     with another_writer_holding_the_lock(sqlite_url, seconds=2.0):
         settings = RetrySettings(max_attempts=2, base_delay_seconds=0.05)
         with pytest.raises(WarehouseBusy, match="still locked after 2 attempts; nothing was written"):
-            commit_partition(engine, prepared_load(DAY, "run-1"), retry=settings)
+            commit_partition(engine, load, retry=settings)
 
     assert scalar(sqlite_url, "SELECT count(*) FROM warehouse_facts") == 0

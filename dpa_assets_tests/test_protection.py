@@ -12,9 +12,8 @@ import sqlalchemy as sa
 from dpa_assets.cli import main
 from dpa_assets.settings import PROTECTED_TABLES
 from dpa_assets.warehouse.engine import create_warehouse_engine
-from dpa_assets.warehouse.ledger import commit_partition
 from dpa_assets.warehouse.protection import ProtectedTableMissing, ensure_schema
-from dpa_assets_tests.support.loads import prepared_load
+from dpa_assets_tests.support.loads import commit_validated, prepared_load
 from dpa_assets_tests.support.warehouse import rows, scalar, snapshot
 
 DAY = "2026-11-20"
@@ -27,7 +26,7 @@ ROW_STATEMENTS = {
 def _loaded_engine(url: str):
     engine = create_warehouse_engine(url)
     ensure_schema(engine)
-    commit_partition(engine, prepared_load(DAY, "run-1", seed=1))
+    commit_validated(engine, prepared_load(DAY, "run-1", seed=1))
     return engine
 
 
@@ -115,7 +114,7 @@ def test_commit_still_replaces_the_partition_after_refusals(loaded, warehouse_ur
             connection.exec_driver_sql("DELETE FROM warehouse_facts")
     plain.dispose()
     new_version = prepared_load(DAY, "run-2", seed=2)
-    commit_partition(loaded, new_version)
+    commit_validated(loaded, new_version)
     assert scalar(warehouse_url, "SELECT count(*) FROM warehouse_facts") == len(new_version.facts)
 
 
@@ -149,7 +148,7 @@ def test_least_privilege_role_loads_but_cannot_erase(pg_loaded, pg_url):
     pipeline_url = url.set(username="dpa_pipeline", password="s3cret-for-test")
     pipeline = create_warehouse_engine(pipeline_url.render_as_string(hide_password=False))
     ensure_schema(pipeline)  # everything exists: no DDL, so no ownership needed
-    commit_partition(pipeline, prepared_load(DAY, "run-2", seed=2))
+    commit_validated(pipeline, prepared_load(DAY, "run-2", seed=2))
     for statement in (
         "DROP TABLE warehouse_facts",
         "TRUNCATE load_audit",

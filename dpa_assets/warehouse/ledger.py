@@ -7,9 +7,12 @@ Every attempt leaves an audit row; a successful one is written in the data's own
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +22,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from dpa_assets.transforms import facts_checksum
 from dpa_assets.warehouse.engine import WRITE_OPTION
 from dpa_assets.warehouse.protection import grant_partition_permit, revoke_partition_permit
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock timeout
 LOADED, FAILED, VALIDATED, BLOCKED, BREAK_GLASS = "loaded", "failed", "validated", "blocked", "break_glass"
+REFUSED = "refused"  # the commit would have broken a rule (blocked day, no validation, unbalanced rows)
 logger = logging.getLogger(__name__)
 
 
@@ -39,6 +44,8 @@ class PartitionLoad:
     rejects: pd.DataFrame  # transforms.REJECT_COLUMNS
     rows_received: int
     content_checksum: str
+    # Source line of each valid row by shipment id, so a row the commit quarantines keeps its line.
+    source_line_by_id: pd.Series | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,71 @@ class RetrySettings:
 
 class WarehouseBusy(RuntimeError):
     """Lock conflicts outlasted every retry; nothing was written."""
+
+
+class LoadRefused(RuntimeError):
+    """The warehouse refuses this load whatever launched it; nothing was written."""
+
+
+def blocked_detail(rows_rejected: int, rows_received: int, max_rejection_rate: float, top_reasons: str) -> str:
+    """Why a validation was blocked, as the ``detail`` of its audit row and in the refusal message.
+
+    Args:
+        rows_rejected: rows quarantined by the validation.
+        rows_received: rows the source delivered.
+        max_rejection_rate: the policy's maximum share (``ValidationPolicyResource``).
+        top_reasons: the most frequent rejection reasons, already formatted.
+
+    Returns:
+        One line: counts, rate, the rule and the top reasons.
+    """
+    rate = rows_rejected / rows_received if rows_received else 0.0
+    return (
+        f"rejected {rows_rejected} of {rows_received} rows ({rate:.1%}), above the {_percent(max_rejection_rate)} "
+        f"rule; top reasons: {top_reasons or 'none'}"
+    )
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:g}%"
+
+
+_RULE_IN_DETAIL = re.compile(r"above the (\S+%) rule")
+
+
+def _require_passed_validation(connection: Connection, load: PartitionLoad) -> None:
+    """Refuse a load unless its validation is recorded as passed and no newer one was blocked.
+
+    Checked inside the commit, under the day's lock, so the 30% rule holds however the load was
+    launched (a run with the blocking check, ``warehouse_facts`` alone from the UI, the schedule).
+    """
+    day = load.partition_date
+    validations = (
+        connection.execute(
+            sa.select(audit.c.id, audit.c.status, audit.c.validation_run_id, audit.c.detail)
+            .where(audit.c.partition_date == day, audit.c.status.in_((VALIDATED, BLOCKED)))
+            .order_by(audit.c.id.desc())
+        )
+        .mappings()
+        .all()
+    )
+    own = next((row for row in validations if row["validation_run_id"] == load.validation_run_id), None)
+    if own is None:
+        raise LoadRefused(
+            f"{day}: no validation of run {load.validation_run_id} is recorded in the warehouse; "
+            f"re-run validated_freight for {day} (dpa materialize --date {day})"
+        )
+    blocked = own if own["status"] == BLOCKED else None
+    newest = validations[0]
+    if blocked is None and newest["status"] == BLOCKED and newest["id"] > own["id"]:
+        blocked = newest  # newer data for the day was blocked: loading older data would hide that
+    if blocked is not None:
+        match = _RULE_IN_DETAIL.search(blocked["detail"] or "")
+        rule = match.group(1) if match else "rejection-rate"
+        raise LoadRefused(
+            f"{day} was blocked by the {rule} rule in run {blocked['validation_run_id']} "
+            f"({blocked['detail'] or 'no detail recorded'}): fix the source and re-run validation"
+        )
 
 
 def is_transient(error: BaseException) -> bool:
@@ -101,6 +173,88 @@ def as_records(frame: pd.DataFrame, dialect: str) -> list[dict]:
     ]
 
 
+ID_LOOKUP_CHUNK = 900  # stays under SQLite's bound-parameter limit on every version
+CROSS_DAY_RULE = "not_loaded_for_another_day"
+
+
+def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[str], partition_date: date) -> set[str]:
+    """Which of these shipment ids the fact table holds for a day other than ``partition_date``.
+
+    Args:
+        connection: a warehouse connection (inside the caller's transaction, if any).
+        shipment_ids: ids to look up.
+        partition_date: the day they were received for.
+
+    Returns:
+        The ids already loaded for another day.
+    """
+    unique_ids = sorted({value for value in shipment_ids if isinstance(value, str)})
+    found: set[str] = set()
+    for start in range(0, len(unique_ids), ID_LOOKUP_CHUNK):
+        chunk = unique_ids[start : start + ID_LOOKUP_CHUNK]
+        found.update(
+            connection.execute(
+                sa.select(facts.c.shipment_id).where(
+                    facts.c.shipment_id.in_(chunk), facts.c.partition_date != partition_date
+                )
+            ).scalars()
+        )
+    return found
+
+
+def _quarantine_ids_held_for_other_days(connection: Connection, load: PartitionLoad) -> PartitionLoad:
+    """Move rows whose shipment id another day already holds from the facts to the rejects.
+
+    Validation checked this against the warehouse of its time; another day may have been committed
+    since. Deciding again here, with commits of all days serialized (PostgreSQL: one advisory lock;
+    SQLite: BEGIN IMMEDIATE), means a shared id is quarantined, never a failed day on the unique index.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"{facts.name}.shipment_id"}
+        )
+    held = shipment_ids_held_for_other_days(connection, load.facts["shipment_id"].tolist(), load.partition_date)
+    if not held:
+        return load
+    moving = load.facts["shipment_id"].isin(held)
+    moved = load.facts[moving]
+    new_rejects = pd.DataFrame(
+        {
+            "source_line": [_source_line(load, shipment_id) for shipment_id in moved["shipment_id"]],
+            "shipment_id": moved["shipment_id"].tolist(),
+            "raw_record": [_record_json(record) for record in moved.drop(columns="partition_date").to_dict("records")],
+            "reasons": [
+                json.dumps(
+                    [{"column": "shipment_id", "rule": CROSS_DAY_RULE, "value": shipment_id}], ensure_ascii=False
+                )
+                for shipment_id in moved["shipment_id"]
+            ],
+            "reason_summary": f"shipment_id: {CROSS_DAY_RULE}",
+        }
+    )
+    kept = load.facts[~moving].reset_index(drop=True)
+    return dataclasses.replace(
+        load,
+        facts=kept,
+        rejects=pd.concat([load.rejects, new_rejects], ignore_index=True),
+        content_checksum=facts_checksum(kept),
+    )
+
+
+def _source_line(load: PartitionLoad, shipment_id: str) -> int:
+    lines = load.source_line_by_id
+    return int(lines.get(shipment_id, 0)) if lines is not None else 0  # 0: line not known
+
+
+def _record_json(record: dict) -> str:
+    """A typed fact row as the JSON text the quarantine keeps (timestamps in ISO 8601)."""
+    plain = {
+        key: (value.isoformat() if isinstance(value, pd.Timestamp) else None if pd.isna(value) else value)
+        for key, value in record.items()
+    }
+    return json.dumps(plain, ensure_ascii=False, default=str)
+
+
 def bulk_insert(connection: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
     """Insert a frame through the database's fast path, inside the caller's transaction.
 
@@ -135,6 +289,8 @@ def _replace_partition(
 ) -> dict:
     day = load.partition_date
     _lock_partition(connection, day)
+    _require_passed_validation(connection, load)
+    load = _quarantine_ids_held_for_other_days(connection, load)
     grant_partition_permit(connection, day)
     connection.execute(sa.delete(facts).where(facts.c.partition_date == day))
     connection.execute(sa.delete(rejects).where(rejects.c.partition_date == day))
@@ -192,13 +348,15 @@ def commit_partition(
     Returns:
         The audit row that was committed.
     """
+    started_at = _utcnow()
     if load.rows_received != len(load.facts) + len(load.rejects):
         # Rows would be lost (or invented) between the source and the warehouse: refuse outright.
-        raise ValueError(
+        refusal = LoadRefused(
             f"partition {load.partition_date}: {load.rows_received} rows received but "
             f"{len(load.facts)} facts + {len(load.rejects)} rejects; refusing to commit"
         )
-    started_at = _utcnow()
+        record_failure(engine, load, 0, started_at, refusal)
+        raise refusal
     for attempt in range(1, retry.max_attempts + 1):
         try:
             with _write_connection(engine) as connection, connection.begin():
@@ -214,6 +372,8 @@ def commit_partition(
                 time.sleep(delay)
                 continue
             record_failure(engine, load, attempt, started_at, error)
+            if isinstance(error, LoadRefused):
+                raise
             if is_transient(error):
                 raise WarehouseBusy(
                     f"partition {load.partition_date}: still locked after {attempt} attempts; nothing was written"
@@ -227,29 +387,64 @@ def _first_line(error: BaseException) -> str:
 
 
 def record_failure(
-    engine: Engine, load: PartitionLoad, attempts: int, started_at: datetime, error: BaseException
+    engine: Engine, load: PartitionLoad, attempts: int, started_at: datetime | None, error: BaseException
 ) -> None:
-    """Audit a failed attempt after its rollback; a failure to audit is logged, never masks the error."""
+    """Audit a failed (or refused) attempt after its rollback; a failure to audit is logged, never masks the error."""
+    record_failed_attempt(
+        engine,
+        load.partition_date,
+        load.run_id,
+        error,
+        validation_run_id=load.validation_run_id,
+        counts={"rows_received": load.rows_received, "rows_valid": len(load.facts), "rows_rejected": len(load.rejects)},
+        content_checksum=load.content_checksum,
+        attempts=attempts,
+        started_at=started_at,
+    )
+
+
+def record_failed_attempt(
+    engine: Engine,
+    partition_date: date,
+    run_id: str,
+    error: BaseException,
+    validation_run_id: str | None = None,
+    counts: dict[str, int] | None = None,
+    content_checksum: str | None = None,
+    attempts: int = 0,
+    started_at: datetime | None = None,
+) -> None:
+    """Audit a load attempt that failed before or during its commit (``refused`` for a broken rule).
+
+    Args:
+        engine: the warehouse engine.
+        partition_date: the day of the attempt.
+        run_id: the Dagster run that attempted the load.
+        error: what stopped it; its first line becomes the audit ``detail``.
+        validation_run_id: the validation the load came from, when known.
+        counts: ``rows_received``/``rows_valid``/``rows_rejected`` when known.
+        content_checksum: the checksum of the facts it would have written, when known.
+        attempts: commit attempts made (0 when it failed before committing).
+        started_at: when the attempt started (now when omitted).
+    """
     row = {
-        "partition_date": load.partition_date,
-        "run_id": load.run_id,
-        "validation_run_id": load.validation_run_id,
-        "status": FAILED,
-        "rows_received": load.rows_received,
-        "rows_valid": len(load.facts),
-        "rows_rejected": len(load.rejects),
+        "partition_date": partition_date,
+        "run_id": run_id,
+        "validation_run_id": validation_run_id,
+        "status": REFUSED if isinstance(error, LoadRefused) else FAILED,
+        **(counts or {}),
         "rows_loaded": 0,
-        "content_checksum": load.content_checksum,
+        "content_checksum": content_checksum,
         "attempts": attempts,
-        "started_at": started_at,
+        "started_at": started_at or _utcnow(),
         "finished_at": _utcnow(),
-        "detail": f"{type(error).__name__}: {_first_line(error)}",
+        "detail": str(error) if isinstance(error, LoadRefused) else f"{type(error).__name__}: {_first_line(error)}",
     }
     try:
         with _write_connection(engine) as connection, connection.begin():
             connection.execute(sa.insert(audit), [row])
     except Exception:  # noqa: BLE001
-        logger.exception("could not audit the failed load of partition %s", load.partition_date)
+        logger.exception("could not audit the failed load of partition %s", partition_date)
 
 
 def current_load_audit(connection: Connection, partition_date: date) -> dict | None:
@@ -274,6 +469,7 @@ def record_validation(
     quarantined: pd.DataFrame,
     rows_received: int,
     status: str,
+    detail: str | None = None,
 ) -> None:
     """Store a validation's rejects and its audit row (``validated`` or ``blocked``) in one transaction.
 
@@ -287,6 +483,7 @@ def record_validation(
         quarantined: the rejected rows (transforms.REJECT_COLUMNS).
         rows_received: rows the source delivered for the day.
         status: ``validated`` or ``blocked``.
+        detail: why a day was blocked (``blocked_detail``).
     """
     now = _utcnow()
     with _write_connection(engine) as connection, connection.begin():
@@ -313,6 +510,7 @@ def record_validation(
                     "rows_rejected": len(quarantined),
                     "started_at": now,
                     "finished_at": now,
+                    "detail": detail,
                 }
             ],
         )

@@ -146,6 +146,13 @@ def ensure_schema(engine: Engine) -> None:
         if not is_sqlite(engine):
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SETUP_LOCK_KEY})")
         existing = set(sa.inspect(connection).get_table_names())
+        survivors = sorted(existing & set(PROTECTED_TABLES))
+        if SCHEMA_MARKER_TABLE not in existing and survivors:
+            # Set up before, then the marker (and maybe tables) removed: recreating would hide a loss.
+            raise ProtectedTableMissing(
+                f"the warehouse was set up before ({', '.join(survivors)} exist) but {SCHEMA_MARKER_TABLE} "
+                "is gone; restore the warehouse from backup (README: 'Restoring a dropped table') before loading again"
+            )
         if SCHEMA_MARKER_TABLE in existing:
             missing = [name for name in PROTECTED_TABLES if name not in existing]
             if missing:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dpa_assets.warehouse.ledger import current_load_audit
+from dpa_assets.warehouse.ledger import current_load_audit, shipment_ids_held_for_other_days
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
 
@@ -24,9 +24,6 @@ def latest_audit(engine: Engine, partition_date: date) -> dict | None:
     return dict(row) if row else None
 
 
-ID_LOOKUP_CHUNK = 900  # stays under SQLite's bound-parameter limit on every version
-
-
 def shipment_ids_loaded_elsewhere(engine: Engine, shipment_ids: list[str], partition_date: date) -> set[str]:
     """Which of these shipment ids the warehouse already holds for a day other than this one.
 
@@ -38,19 +35,16 @@ def shipment_ids_loaded_elsewhere(engine: Engine, shipment_ids: list[str], parti
     Returns:
         The ids already loaded for another day.
     """
-    unique_ids = sorted({value for value in shipment_ids if isinstance(value, str)})
-    found: set[str] = set()
     with engine.connect() as connection:
-        for start in range(0, len(unique_ids), ID_LOOKUP_CHUNK):
-            chunk = unique_ids[start : start + ID_LOOKUP_CHUNK]
-            found.update(
-                connection.execute(
-                    sa.select(facts.c.shipment_id).where(
-                        facts.c.shipment_id.in_(chunk), facts.c.partition_date != partition_date
-                    )
-                ).scalars()
-            )
-    return found
+        return shipment_ids_held_for_other_days(connection, shipment_ids, partition_date)
+
+
+def fact_row_count(engine: Engine) -> int:
+    """Fact rows in the whole warehouse (0 when the fact table does not exist yet)."""
+    with engine.connect() as connection:
+        if facts.name not in sa.inspect(connection).get_table_names():
+            return 0
+        return connection.execute(sa.select(sa.func.count()).select_from(facts)).scalar_one()
 
 
 def partition_counts(engine: Engine, partition_date: date) -> dict[str, int]:

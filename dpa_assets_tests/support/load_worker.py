@@ -16,6 +16,7 @@ import time
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import commit_partition
 from dpa_assets.warehouse.protection import ensure_schema
+from dpa_assets_tests.support.loads import record_passed_validation
 
 
 def main() -> int:
@@ -34,6 +35,7 @@ def main() -> int:
         if args.pause_before_commit:
             time.sleep(120)
 
+    record_passed_validation(engine, load)
     print("STARTED", flush=True)
     commit_partition(engine, load, before_commit=before_commit)
     print("COMMITTED", flush=True)
