@@ -23,7 +23,7 @@ from dpa_assets.settings import (
     ENV_LANDING_DIR,
     ENV_WAREHOUSE_URL,
 )
-from dpa_assets.sources.archive import archive_payload
+from dpa_assets.sources.archive import DayArchive
 from dpa_assets.sources.generator import landing_file_name
 from dpa_assets.sources.http_api import ApiSettings, RetryBudget, api_payload, fetch_pages, parse_api_payload
 from dpa_assets.sources.payload import ParsedPayload, PayloadError, ReceivedPayload, parse_csv
@@ -131,9 +131,15 @@ class PayloadArchiveResource(dg.ConfigurableResource):
         default=None, description=f"Archive folder; default ${ENV_ARCHIVE_DIR} or <DAGSTER_HOME>/archive"
     )
 
+    def root(self) -> Path:
+        return Path(self.archive_dir or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive")
+
+    def for_day(self, partition_key: str) -> DayArchive:
+        """The day's folder, which the source fills with every response as it arrives."""
+        return DayArchive(self.root() / partition_key)
+
     def store(self, partition_key: str, payload: ReceivedPayload) -> Path:
-        root = self.archive_dir or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive"
-        return archive_payload(Path(root), partition_key, payload)
+        return self.for_day(partition_key).store(payload)
 
 
 @functools.cache
