@@ -17,7 +17,7 @@ from dpa_assets.resources import (
     ValidationPolicyResource,
     WarehouseResource,
 )
-from dpa_assets.sources.errors import SourceUnavailable
+from dpa_assets.sources.errors import SourceRefused, SourceUnavailable
 from dpa_assets.sources.payload import SOURCE_LINE, PayloadError
 from dpa_assets.transforms import (
     ValidationOutcome,
@@ -42,7 +42,8 @@ GROUP = "freight"
 
 
 # Longer outages than the client's own retries cover: try the whole step again, minutes apart.
-# Corrupt payloads are not retried (their Failure says allow_retries=False): the bytes won't change.
+# Corrupt payloads and a refused token are not retried (their Failure says allow_retries=False):
+# the bytes and the token won't change by themselves.
 RAW_FREIGHT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -57,10 +58,17 @@ def raw_freight(
     """Movements of one day exactly as the freight system delivered them (text values, archived)."""
     key = context.partition_key
     require_known_partition(key)
+    day_archive = payload_archive.for_day(key)
     try:
-        payload = freight_source.fetch_day(key)
-        archived = payload_archive.store(key, payload)
+        payload = freight_source.fetch_day(key, day_archive)  # archives each raw response as it arrives
+        archived = day_archive.store(payload)
         parsed = freight_source.parse(payload)
+    except SourceRefused as error:
+        # Retrying with the same token only piles up refusals (and may lock the account).
+        raise dg.Failure(
+            description=f"Freight for {key} was refused by the source: {error}. Nothing was written.",
+            allow_retries=False,
+        ) from error
     except SourceUnavailable as error:
         raise dg.Failure(
             description=f"Freight for {key} could not be fetched: {error}. Nothing was written.",

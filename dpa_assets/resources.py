@@ -23,7 +23,7 @@ from dpa_assets.settings import (
     ENV_LANDING_DIR,
     ENV_WAREHOUSE_URL,
 )
-from dpa_assets.sources.archive import archive_payload
+from dpa_assets.sources.archive import DayArchive
 from dpa_assets.sources.generator import landing_file_name
 from dpa_assets.sources.http_api import ApiSettings, RetryBudget, api_payload, fetch_pages, parse_api_payload
 from dpa_assets.sources.payload import ParsedPayload, PayloadError, ReceivedPayload, parse_csv
@@ -46,8 +46,11 @@ class FreightSource(dg.ConfigurableResource, ABC):
     )
 
     @abstractmethod
-    def fetch_day(self, partition_key: str) -> ReceivedPayload:
-        """The day's payload exactly as received; raises ``PayloadError`` when there is none."""
+    def fetch_day(self, partition_key: str, archive: DayArchive | None = None) -> ReceivedPayload:
+        """The day's payload exactly as received; raises ``PayloadError`` when there is none.
+
+        A source that talks to a server hands every raw response to ``archive`` as it arrives.
+        """
 
     def parse(self, payload: ReceivedPayload) -> ParsedPayload:
         """Text rows of a payload; raises ``PayloadError`` on a structural fault."""
@@ -65,7 +68,8 @@ class LandingDirSource(FreightSource):
     def resolved_dir(self) -> Path:
         return Path(self.landing_dir or os.environ.get(ENV_LANDING_DIR) or local_home() / "landing")
 
-    def fetch_day(self, partition_key: str) -> ReceivedPayload:
+    def fetch_day(self, partition_key: str, archive: DayArchive | None = None) -> ReceivedPayload:
+        # The file is the payload: raw_freight archives it whole, there are no responses to keep.
         path = self.resolved_dir() / landing_file_name(date.fromisoformat(partition_key))
         try:
             return ReceivedPayload(origin=str(path), content=path.read_bytes())
@@ -79,7 +83,7 @@ class HttpFreightApiSource(FreightSource):
     """Fetches a day from the freight system's HTTP API (docs/freight-api.md)."""
 
     base_url: str = Field(description=f"API root, e.g. http://127.0.0.1:8765 (${ENV_FREIGHT_API_URL})")
-    token: str = Field(description=f"Bearer token (${ENV_FREIGHT_API_TOKEN}); never logged")
+    token: str = Field(repr=False, description=f"Bearer token (${ENV_FREIGHT_API_TOKEN}); never logged")
     connect_timeout_seconds: float = Field(default=3.05, gt=0, description="Wait for a TCP connection")
     read_timeout_seconds: float = Field(default=30.0, gt=0, description="Wait for an answer once connected")
     page_size: int = Field(default=500, ge=1, le=1000, description="Movements per page")
@@ -97,7 +101,7 @@ class HttpFreightApiSource(FreightSource):
             page_size=self.page_size,
         )
 
-    def fetch_day(self, partition_key: str) -> ReceivedPayload:
+    def fetch_day(self, partition_key: str, archive: DayArchive | None = None) -> ReceivedPayload:
         budget = RetryBudget(
             max_attempts=self.max_attempts,
             base_delay_seconds=self.backoff_base_seconds,
@@ -105,7 +109,13 @@ class HttpFreightApiSource(FreightSource):
             max_total_seconds=self.max_total_seconds,
         )
         settings = self._settings()
-        pages = fetch_pages(settings, partition_key, budget, log=dg.get_dagster_logger())
+        pages = fetch_pages(
+            settings,
+            partition_key,
+            budget,
+            log=dg.get_dagster_logger(),
+            archive=archive.store_response if archive is not None else None,
+        )
         return api_payload(settings, partition_key, pages)
 
     def parse(self, payload: ReceivedPayload) -> ParsedPayload:
@@ -131,9 +141,15 @@ class PayloadArchiveResource(dg.ConfigurableResource):
         default=None, description=f"Archive folder; default ${ENV_ARCHIVE_DIR} or <DAGSTER_HOME>/archive"
     )
 
+    def root(self) -> Path:
+        return Path(self.archive_dir or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive")
+
+    def for_day(self, partition_key: str) -> DayArchive:
+        """The day's folder, which the source fills with every response as it arrives."""
+        return DayArchive(self.root() / partition_key)
+
     def store(self, partition_key: str, payload: ReceivedPayload) -> Path:
-        root = self.archive_dir or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive"
-        return archive_payload(Path(root), partition_key, payload)
+        return self.for_day(partition_key).store(payload)
 
 
 @functools.cache

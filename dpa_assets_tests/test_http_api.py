@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +20,7 @@ import requests
 
 from dpa_assets.resources import HttpFreightApiSource
 from dpa_assets.sources.demo_api import FreightApiServer
-from dpa_assets.sources.errors import SourceUnavailable
+from dpa_assets.sources.errors import SourceRefused, SourceUnavailable
 from dpa_assets.sources.generator import generate_day
 from dpa_assets.sources.http_api import ApiSettings, RetryBudget, api_payload, fetch_pages, parse_api_payload
 from dpa_assets.sources.payload import PayloadError
@@ -125,13 +127,16 @@ def test_total_time_bound_stops_retrying_early(server):
 
 
 @pytest.mark.parametrize(
-    ("status_fault", "match"),
-    [("token", "refused the token"), ("future", "not published yet")],
+    ("status_fault", "error", "match"),
+    [
+        ("token", SourceRefused, "HTTP 401, the API refused the token"),
+        ("future", SourceUnavailable, "not published yet"),
+    ],
 )
-def test_auth_and_unpublished_days_are_not_retried(server, status_fault, match):
+def test_auth_and_unpublished_days_are_not_retried(server, status_fault, error, match):
     settings = settings_for(server, token="wrong") if status_fault == "token" else settings_for(server)
     day = "2099-01-01" if status_fault == "future" else DAY
-    with pytest.raises(SourceUnavailable, match=match):
+    with pytest.raises(error, match=match):
         fetch_pages(settings, day, FAST)
     assert page_requests(server) == 1
 
@@ -179,11 +184,13 @@ def test_bad_values_in_a_page_are_row_level_not_structural(server):
     assert outcome.rows_rejected > 0 and len(outcome.valid) > 0
 
 
-def api_resources(server: FreightApiServer, warehouse_url: str, tmp_path: Path, retry_step: bool = False) -> dict:
+def api_resources(
+    server: FreightApiServer, warehouse_url: str, tmp_path: Path, retry_step: bool = False, token: str = TOKEN
+) -> dict:
     resources = make_resources(tmp_path / "unused-landing", warehouse_url, tmp_path)
     resources["freight_source"] = HttpFreightApiSource(
         base_url=server.url,
-        token=TOKEN,
+        token=token,
         read_timeout_seconds=0.5,
         max_attempts=3,
         backoff_base_seconds=0.01,
@@ -277,3 +284,130 @@ def test_serve_api_command_serves_the_contract(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# --- the archive keeps every response as received ---------------------------------------------------
+
+
+def _receipts(tmp_path: Path) -> list[dict]:
+    log = tmp_path / "archive" / DAY / "receipts.jsonl"
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+
+
+def _responses(tmp_path: Path) -> list[dict]:
+    """Receipts of raw HTTP responses, in arrival order, each with the archived bytes and sidecar."""
+    folder = tmp_path / "archive" / DAY
+    found = []
+    for receipt in _receipts(tmp_path):
+        if receipt["file"].startswith("response-"):
+            sidecar = json.loads((folder / (receipt["file"] + ".meta.json")).read_text(encoding="utf-8"))
+            found.append({**receipt, "content": (folder / receipt["file"]).read_bytes(), "sidecar": sidecar})
+    return found
+
+
+def _attempts(responses: list[dict]) -> list[tuple[int, int, int]]:
+    return [(response["page"], response["attempt"], response["status"]) for response in responses]
+
+
+def test_every_response_is_archived_as_received_before_parsing(server, sqlite_url, tmp_path, instance):
+    server.add_fault("rate_limited", retry_after=0.01, page=1, times=1)
+    server.add_fault("error_503", page=2, times=1)
+    server.add_fault("truncated_json", page=3, times=1)
+
+    result = materialize(api_resources(server, sqlite_url, tmp_path), DAY, instance)
+
+    assert result.success
+    responses = _responses(tmp_path)
+    assert _attempts(responses) == [(1, 1, 429), (1, 2, 200), (2, 1, 503), (2, 2, 200), (3, 1, 200), (3, 2, 200)]
+    for response in responses:
+        assert len(response["sha256"]) == 64 and hashlib.sha256(response["content"]).hexdigest() == response["sha256"]
+        assert response["file"] == f"response-{response['sha256']}.json"
+        assert response["sidecar"]["media_type"] == "application/json"
+    assert json.loads(responses[2]["content"]) == {"error": "server_error", "message": "injected 503"}
+    page_3 = json.dumps(server.page_body(DAY, 3, 100), ensure_ascii=False).encode("utf-8")
+    assert responses[4]["content"] == page_3[: len(page_3) // 2]  # the truncated bytes, not a parse of them
+    assert responses[5]["content"] == page_3
+    day_file = Path(result.asset_materializations_for_node("raw_freight")[0].metadata["archived_as"].value)
+    assert day_file.name == f"received-{hashlib.sha256(day_file.read_bytes()).hexdigest()}.json"
+    last_per_page = {response["page"]: response["sha256"] for response in responses}  # the accepted answers
+    assert json.loads(day_file.read_bytes())["page_sha256"] == list(last_per_page.values())
+
+
+@pytest.mark.parametrize(("kind", "status"), [("error_500", 500), ("truncated_json", 200)])
+def test_a_failed_day_keeps_the_bytes_of_every_failed_attempt(server, sqlite_url, tmp_path, instance, kind, status):
+    server.add_fault(kind, times=-1)
+
+    result = materialize(api_resources(server, sqlite_url, tmp_path), DAY, instance)
+
+    assert not result.success
+    responses = _responses(tmp_path)
+    assert _attempts(responses) == [(1, 1, status), (1, 2, status), (1, 3, status)]
+    assert len({response["file"] for response in responses}) == 1  # the same bytes thrice: one file
+    assert [receipt for receipt in _receipts(tmp_path) if receipt["file"].startswith("received-")] == []
+
+
+# --- a refused token, and secrets in messages --------------------------------------------------------
+
+
+def test_a_refused_token_fails_the_day_at_once_without_step_retries(server, sqlite_url, tmp_path, instance):
+    resources = api_resources(server, sqlite_url, tmp_path, retry_step=True, token="wrong-token-77")
+
+    result = materialize(resources, DAY, instance)
+
+    assert not result.success
+    assert page_requests(server) == 1
+    assert [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"] == []
+    message = result.failure_data_for_node("raw_freight").error.message.strip()
+    assert "HTTP 401" in message and "refused the token" in message and DAY in message
+    assert len(message.splitlines()) == 1
+    events = _all_event_text(instance, result.run_id)
+    assert "wrong-token-77" not in events and TOKEN not in events
+    assert snapshot(sqlite_url).get("warehouse_facts", []) == []
+    assert _attempts(_responses(tmp_path)) == [(1, 1, 401)]
+
+
+def test_neither_the_settings_nor_the_resource_show_the_token():
+    settings = ApiSettings(base_url="http://127.0.0.1:9", token=TOKEN)
+    source = HttpFreightApiSource(base_url="http://127.0.0.1:9", token=TOKEN)
+    for text in (repr(settings), str(settings), repr(source), str(source)):
+        assert TOKEN not in text and "127.0.0.1:9" in text
+
+
+class _NoisyProxyHandler(BaseHTTPRequestHandler):
+    """An intermediary answering a long, multi-line error page that echoes the request headers."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        echoed = f"Authorization: {self.headers.get('Authorization')}"
+        page = f"<html>\r\n<h1>\x1b[31mI'm a teapot\x07</h1>\n<pre>{echoed}</pre>\n{'x' * 5000}</html>"
+        data = page.encode("utf-8")
+        self.send_response(418)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def noisy_proxy():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _NoisyProxyHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
+
+
+def test_an_unexpected_answer_is_reported_as_one_short_printable_line_without_the_token(noisy_proxy, tmp_path):
+    settings = ApiSettings(base_url=noisy_proxy, token=TOKEN)
+
+    with pytest.raises(PayloadError) as raised:
+        fetch_pages(settings, DAY, FAST)
+
+    message = str(raised.value)
+    assert "HTTP 418" in message and "I'm a teapot" in message
+    assert TOKEN not in message
+    assert message.isprintable() and len(message) < len(settings.endpoint) + 300

@@ -2,29 +2,36 @@
 
 Fetching survives the network: timeouts, dropped connections, 5xx, 429 (honouring Retry-After)
 and truncated bodies are retried with exponential backoff and jitter, bounded in attempts and
-total time. Parsing checks the pages are one consistent sequence and the fields are the contract's.
+total time. Every HTTP response, failed or not, is handed to an archive callback as the bytes
+received before anything looks at it. Parsing checks the pages are one consistent sequence and the
+fields are the contract's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import requests
 
 from dpa_assets.freight_model import RAW_COLUMNS
-from dpa_assets.sources.errors import SourceUnavailable
+from dpa_assets.sources.errors import SourceRefused, SourceUnavailable
 from dpa_assets.sources.payload import SOURCE_LINE, ParsedPayload, PayloadError, ReceivedPayload
 
 ENDPOINT_PATH = "/v1/movements"
 MEDIA_TYPE = "application/json"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_PAGES = 10_000  # a guard against a server that never stops handing out tokens
+EXCERPT_CHARS = 200  # of a response body quoted in an error message
+
+# Receives each response as (bytes as received, {"page", "attempt", "status"}) before it is read.
+ResponseArchive = Callable[[ReceivedPayload, dict[str, object]], object]
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class RetryBudget:
 @dataclass(frozen=True)
 class ApiSettings:
     base_url: str
-    token: str
+    token: str = field(repr=False)  # a secret: never in a repr, a log or an error message
     connect_timeout_seconds: float = 3.05
     read_timeout_seconds: float = 30.0
     page_size: int = 500
@@ -64,8 +71,29 @@ def _retry_after_seconds(response: requests.Response) -> float | None:
         return None  # an HTTP-date or garbage: fall back to our own backoff
 
 
-def _get_page_once(session: requests.Session, settings: ApiSettings, params: dict) -> str:
-    """One request; returns the body text, or raises _Retryable / SourceUnavailable / PayloadError."""
+def excerpt(body: bytes, secret: str, limit: int = EXCERPT_CHARS) -> str:
+    """A short, one-line, printable quote of a response body for an error message, the secret masked."""
+    text = body.decode("utf-8", errors="replace")
+    if secret:
+        text = text.replace(secret, "***")  # before cutting, so no prefix of it can survive
+    flat = " ".join("".join(char if char.isprintable() else " " for char in text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _media_type(response: requests.Response) -> str:
+    return response.headers.get("Content-Type", "").split(";")[0].strip().lower() or "application/octet-stream"
+
+
+def _get_page_once(
+    session: requests.Session,
+    settings: ApiSettings,
+    params: dict,
+    keep: Callable[[requests.Response], None],
+) -> str:
+    """One request; returns the body text, or raises _Retryable / SourceUnavailable / SourceRefused / PayloadError.
+
+    ``keep`` sees every response first, whatever its status, so its bytes are archived as received.
+    """
     try:
         response = session.get(
             settings.endpoint,
@@ -76,22 +104,26 @@ def _get_page_once(session: requests.Session, settings: ApiSettings, params: dic
         raise _Retryable(f"no answer within the timeout ({type(error).__name__})") from error
     except requests.ConnectionError as error:
         raise _Retryable(f"connection failed ({_connection_problem(error)})") from error
+    keep(response)
     status = response.status_code
     if status == 200:
         try:
-            json.loads(response.text)
+            text = response.content.decode("utf-8")  # JSON is UTF-8 (RFC 8259): no guessing from headers
+            json.loads(text)
         except ValueError as error:
             raise _Retryable("the body is not valid JSON (truncated in transit?)") from error
-        return response.text
+        return text
     if status in RETRYABLE_STATUSES:
         raise _Retryable(f"HTTP {status}", _retry_after_seconds(response) if status == 429 else None)
     if status in (401, 403):
-        raise SourceUnavailable(
+        raise SourceRefused(
             f"GET {settings.endpoint}: HTTP {status}, the API refused the token (check DPA_FREIGHT_API_TOKEN)"
         )
     if status == 404:
         raise SourceUnavailable(f"GET {settings.endpoint}: HTTP 404, the day is not published yet")
-    raise PayloadError(f"GET {settings.endpoint}: unexpected HTTP {status}: {response.text[:200]}")
+    raise PayloadError(
+        f"GET {settings.endpoint}: unexpected HTTP {status}: {excerpt(response.content, settings.token)}"
+    )
 
 
 def _connection_problem(error: requests.ConnectionError) -> str:
@@ -113,8 +145,9 @@ def fetch_pages(
     budget: RetryBudget = RetryBudget(),
     log: logging.Logger | logging.LoggerAdapter | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    archive: ResponseArchive | None = None,
 ) -> list[str]:
-    """Every page body of one day, exactly as received, following ``next_page_token`` to the end.
+    """Every page body of one day, following ``next_page_token`` to the end.
 
     Args:
         settings: where the API is and how long to wait for it.
@@ -122,9 +155,10 @@ def fetch_pages(
         budget: retry bounds, shared by all pages of the day.
         log: where retries are reported.
         sleep: how to wait between attempts.
+        archive: called with the bytes of every response (failed ones too) as soon as it arrives.
 
     Returns:
-        The page bodies (JSON text), in the order received.
+        The accepted page bodies (the received UTF-8 bytes, decoded), in the order received.
     """
     log = log or logging.getLogger(__name__)
     started = time.monotonic()
@@ -138,13 +172,26 @@ def fetch_pages(
                 "page_size": settings.page_size,
                 **({"page_token": token} if token else {}),
             }
-            body = _get_with_retries(session, settings, params, day, len(pages) + 1, budget, started, log, sleep)
+            body = _get_with_retries(
+                session, settings, params, day, len(pages) + 1, budget, started, log, sleep, archive
+            )
             pages.append(body)
             document = json.loads(body)  # valid JSON: _get_page_once checked
             token = document.get("next_page_token") if isinstance(document, dict) else None
             if not token:
                 return pages
     raise PayloadError(f"GET {settings.endpoint}?date={day}: more than {MAX_PAGES} pages; the server keeps paging")
+
+
+def _keeper(archive: ResponseArchive | None, page: int, attempt: int) -> Callable[[requests.Response], None]:
+    """What to do with a response the moment it arrives: hand its bytes to the archive."""
+
+    def keep(response: requests.Response) -> None:
+        if archive is not None:
+            received = ReceivedPayload(origin=response.url, content=response.content, media_type=_media_type(response))
+            archive(received, {"page": page, "attempt": attempt, "status": response.status_code})
+
+    return keep
 
 
 def _get_with_retries(
@@ -157,10 +204,11 @@ def _get_with_retries(
     started: float,
     log,
     sleep: Callable[[float], None],
+    archive: ResponseArchive | None,
 ) -> str:
     for attempt in range(1, budget.max_attempts + 1):
         try:
-            return _get_page_once(session, settings, params)
+            return _get_page_once(session, settings, params, _keeper(archive, page, attempt))
         except _Retryable as problem:
             backoff = min(budget.max_delay_seconds, budget.base_delay_seconds * 2 ** (attempt - 1))
             delay = problem.retry_after if problem.retry_after is not None else backoff * random.uniform(0.5, 1.5)
@@ -179,8 +227,12 @@ def _get_with_retries(
 
 
 def api_payload(settings: ApiSettings, day: str, pages: list[str]) -> ReceivedPayload:
-    """Wrap the pages as received (each body kept verbatim as a string) into one archivable payload."""
-    envelope = {"endpoint": settings.endpoint, "date": day, "pages": pages}
+    """Wrap the accepted pages (each body verbatim as a string) into the one payload the parser reads.
+
+    ``page_sha256`` names each page's archived response (``response-<sha256>.json``).
+    """
+    digests = [hashlib.sha256(page.encode("utf-8")).hexdigest() for page in pages]
+    envelope = {"endpoint": settings.endpoint, "date": day, "pages": pages, "page_sha256": digests}
     return ReceivedPayload(
         origin=f"{settings.endpoint}?date={day}",
         content=json.dumps(envelope, ensure_ascii=False, indent=1).encode("utf-8"),
