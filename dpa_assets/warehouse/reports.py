@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dpa_assets.column_bounds import FACT_BOUNDS, texts_fit
 from dpa_assets.warehouse.ledger import current_load_audit
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
@@ -38,7 +40,10 @@ def shipment_ids_loaded_elsewhere(engine: Engine, shipment_ids: list[str], parti
     Returns:
         The ids already loaded for another day.
     """
-    unique_ids = sorted({value for value in shipment_ids if isinstance(value, str)})
+    ids = pd.Series([value for value in shipment_ids if isinstance(value, str)], dtype=object)
+    # An id the fact column cannot hold (too long, NUL, not UTF-8) is loaded nowhere, and sending it
+    # would fail the query on PostgreSQL (NUL) or in either driver (a lone surrogate).
+    unique_ids = sorted(set(ids[texts_fit(ids, FACT_BOUNDS["shipment_id"])]))
     found: set[str] = set()
     with engine.connect() as connection:
         for start in range(0, len(unique_ids), ID_LOOKUP_CHUNK):
