@@ -8,17 +8,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal, InvalidOperation
 
 import pandas as pd
 import pandera.pandas as pa
 
+from dpa_assets.column_bounds import (
+    FACT_BOUNDS,
+    FITS_COLUMN,
+    UNSTORABLE_CHARACTER,
+    ColumnBound,
+    column_bound,
+    integer_fits,
+    number_fits,
+    storable_text,
+    texts_fit,
+    timestamps_fit,
+)
 from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.partitions import partition_bounds
 from dpa_assets.schemas import UTC_TIMESTAMP, freight_schema
 from dpa_assets.sources.payload import SOURCE_LINE
+from dpa_assets.warehouse.tables import rejects as reject_table
 
 NUMBER_COLUMNS = ("net_tonnage", "revenue_xaf")
 WHOLE_NUMBER_COLUMNS = ("wagon_count",)
@@ -26,6 +41,7 @@ TIMESTAMP_COLUMNS = ("departure_time", "arrival_time")
 FACT_COLUMNS = ("partition_date", *RAW_COLUMNS)  # typed, one row per valid movement
 REJECT_COLUMNS = ("source_line", "shipment_id", "raw_record", "reasons", "reason_summary")
 _HAS_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"
+_DECIMAL_NUMERAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -55,42 +71,95 @@ def _blank_to_na(values: pd.Series) -> pd.Series:
 
 
 def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-    """Turn text columns into typed ones; a value that does not parse becomes null plus a reason.
+    """Turn text columns into typed ones; a value that does not parse or fit becomes null plus a reason.
 
     Args:
         raw: received rows, all values text.
 
     Returns:
-        The typed frame (same index) and the parse failures as reason dicts with a ``row`` key.
+        The typed frame (same index) and the typing failures as reason dicts with a ``row`` key.
     """
     typed = pd.DataFrame(index=raw.index)
     reasons: list[dict] = []
     for column in RAW_COLUMNS:
-        text = _blank_to_na(raw[column])
+        text, bound = _blank_to_na(raw[column]), FACT_BOUNDS[column]
         if column in NUMBER_COLUMNS or column in WHOLE_NUMBER_COLUMNS:
-            parsed = pd.to_numeric(text, errors="coerce").astype(float)
-            rule = "is_number"
-            if column in WHOLE_NUMBER_COLUMNS:
-                fractional = parsed.notna() & (parsed % 1 != 0)
-                parsed = parsed.mask(fractional)
-                rule = "is_whole_number"
-                typed[column] = parsed.astype("Int64")
-            else:
-                typed[column] = parsed
+            typed[column], failed = _type_numbers(text, bound, whole=column in WHOLE_NUMBER_COLUMNS)
         elif column in TIMESTAMP_COLUMNS:
-            # The freight system omits the offset on some exports: those are local (UTC+1) times.
-            local = text.where(text.isna() | text.astype(str).str.contains(_HAS_OFFSET), text + "+01:00")
-            parsed = pd.to_datetime(local, utc=True, format="ISO8601", errors="coerce")
-            typed[column] = parsed.astype(UTC_TIMESTAMP)
-            rule = "is_timestamp"
+            typed[column], failed = _type_timestamps(text, bound)
         else:
-            typed[column] = text.astype("string")
-            continue
-        unparsed = text.notna() & typed[column].isna()
+            fits = texts_fit(text, bound)
+            typed[column], failed = text.astype("string").where(fits), pd.Series(FITS_COLUMN, index=text.index)[~fits]
         reasons.extend(
-            {"row": row, "column": column, "rule": rule, "value": raw.at[row, column]} for row in raw.index[unparsed]
+            {"row": row, "column": column, "rule": rule, "value": raw.at[row, column]} for row, rule in failed.items()
         )
     return typed, reasons
+
+
+def _type_numbers(text: pd.Series, bound: ColumnBound, whole: bool) -> tuple[pd.Series, pd.Series]:
+    """Typed numbers (float, or Int64 when ``whole``) and the failed rule of each failing row."""
+    present = text.dropna()
+    # Each distinct text is read once: a day repeats most of its wagon counts and many tonnages.
+    verdicts = {value: _read_number(value, bound, whole) for value in pd.unique(present)}
+    rules = present.map(lambda value: verdicts[value][0]).dropna()
+    values = present.map(lambda value: verdicts[value][1]).reindex(text.index)
+    typed = values.astype("Int64") if whole else values.astype(float)
+    return typed, rules
+
+
+def _read_number(text: str, bound: ColumnBound, whole: bool) -> tuple[str | None, float | int | None]:
+    """(failed rule or None, typed value) of one received number.
+
+    Only a plain decimal numeral is a number: NaN and infinity spellings, thousands separators and
+    hexadecimal are ``is_number``. A numeral its column cannot hold exactly is ``fits_column``.
+    """
+    if not _DECIMAL_NUMERAL.fullmatch(text):
+        return "is_number", None
+    if len(text) <= 15 and text.isdigit():  # the usual case: a whole number a double holds exactly
+        number = int(text)
+        return (None, number if whole else float(number)) if integer_fits(number, bound) else (FITS_COLUMN, None)
+    try:
+        exact = Decimal(text)
+    except InvalidOperation:  # an exponent beyond what any column holds (1e99999999999999999999)
+        return FITS_COLUMN, None
+    if whole:
+        if exact != exact.to_integral_value():
+            return "is_whole_number", None
+        return (None, int(exact)) if integer_fits(exact, bound) else (FITS_COLUMN, None)
+    value = float(text)
+    return (None, value) if number_fits(exact, value, bound) else (FITS_COLUMN, None)
+
+
+def _type_timestamps(text: pd.Series, bound: ColumnBound) -> tuple[pd.Series, pd.Series]:
+    """Typed UTC timestamps (microseconds) and the failed rule of each failing row."""
+    # The freight system omits the offset on some exports: those are local (UTC+1) times.
+    local = text.where(text.isna() | text.astype(str).str.contains(_HAS_OFFSET), text + "+01:00")
+    parsed = pd.to_datetime(local, utc=True, format="ISO8601", errors="coerce")
+    fits = timestamps_fit(parsed, bound)
+    typed = parsed.where(fits).astype(UTC_TIMESTAMP)
+    rules = pd.Series(FITS_COLUMN, index=text.index[~fits], dtype=object)
+    # One nanosecond value makes the whole batch nanosecond-based, whose range ends in 2262: a value
+    # the batch could not hold is parsed again on its own, so no row's verdict depends on another row.
+    for row in text.index[local.notna() & parsed.isna()]:
+        rule, stamp = _read_timestamp(local[row], bound)
+        if rule is None:
+            typed[row] = stamp
+        else:
+            rules[row] = rule
+    return typed, rules.sort_index()
+
+
+def _read_timestamp(text: str, bound: ColumnBound) -> tuple[str | None, pd.Timestamp | None]:
+    """(failed rule or None, UTC timestamp in microseconds) of one received timestamp."""
+    try:
+        stamp = pd.to_datetime(text, utc=True, format="ISO8601")
+    except pd.errors.OutOfBoundsDatetime:  # well formed, but finer than pandas can hold that far out
+        return FITS_COLUMN, None
+    except (ValueError, OverflowError):
+        return "is_timestamp", None
+    if not timestamps_fit(pd.Series([stamp]), bound).iloc[0]:
+        return FITS_COLUMN, None
+    return None, stamp.as_unit("us")
 
 
 def _schema_reasons(
@@ -140,6 +209,21 @@ def _json_value(value: object) -> object:
     return value if isinstance(value, (str, int, float)) else str(value)
 
 
+def _json_text(document: object) -> str:
+    """JSON as readable as possible; \\uXXXX escapes where UTF-8 cannot hold a character (a lone surrogate)."""
+    text = json.dumps(document, ensure_ascii=False)  # NUL and other controls are escaped either way
+    return text if not UNSTORABLE_CHARACTER.search(text) else json.dumps(document)
+
+
+_REJECT_SHIPMENT_ID = column_bound(reject_table.c.shipment_id)
+
+
+def _shown_shipment_id(value: object) -> str | None:
+    """The received id as the quarantine's shipment_id column can hold it; raw_record keeps it whole."""
+    value = _json_value(value)
+    return storable_text(value, _REJECT_SHIPMENT_ID) if isinstance(value, str) else value
+
+
 def validate_freight(
     raw: pd.DataFrame, partition_key: str, loaded_elsewhere: Collection[str] = frozenset()
 ) -> ValidationOutcome:
@@ -171,12 +255,11 @@ def validate_freight(
     rejects = pd.DataFrame(
         {
             "source_line": raw.loc[rejected_rows, SOURCE_LINE].astype(int).tolist(),
-            "shipment_id": [_json_value(record["shipment_id"]) for record in received],
+            "shipment_id": [_shown_shipment_id(record["shipment_id"]) for record in received],
             "raw_record": [
-                json.dumps({column: _json_value(value) for column, value in record.items()}, ensure_ascii=False)
-                for record in received
+                _json_text({column: _json_value(value) for column, value in record.items()}) for record in received
             ],
-            "reasons": [json.dumps(by_row[row], ensure_ascii=False) for row in rejected_rows],
+            "reasons": [_json_text(by_row[row]) for row in rejected_rows],
             "reason_summary": ["; ".join(f"{r['column']}: {r['rule']}" for r in by_row[row]) for row in rejected_rows],
         },
         columns=list(REJECT_COLUMNS),
@@ -203,9 +286,19 @@ def to_facts(valid: pd.DataFrame, partition_key: str) -> pd.DataFrame:
     """Shape valid movements as warehouse fact rows for one partition."""
     facts = valid.loc[:, [c for c in FACT_COLUMNS if c != "partition_date"]].copy()
     facts.insert(0, "partition_date", date.fromisoformat(partition_key))
-    facts["revenue_xaf"] = facts["revenue_xaf"].round().astype("int64")
-    facts["wagon_count"] = facts["wagon_count"].astype("int64")
+    for column in ("revenue_xaf", "wagon_count"):
+        facts[column] = _whole_numbers(facts[column].astype(float).round(), column)
     return facts.sort_values("shipment_id", kind="stable").reset_index(drop=True)
+
+
+def _whole_numbers(values: pd.Series, column: str) -> pd.Series:
+    """int64 values, refusing any the fact column cannot hold (astype would wrap them silently)."""
+    low, high = FACT_BOUNDS[column].integer_range
+    # high + 1 is a power of two, exact as a double, where high itself would round up to it.
+    outside = ~((values >= low) & (values < high + 1))
+    if outside.any():
+        raise ValueError(f"{column}: {values[outside].iloc[0]!r} does not fit the warehouse column; validate first")
+    return values.astype("int64")
 
 
 def facts_checksum(facts: pd.DataFrame) -> str:

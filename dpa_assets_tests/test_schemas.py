@@ -116,3 +116,68 @@ def test_reason_quotes_the_value_as_received():
     outcome = validate_with({"net_tonnage": " 12,5 t "})
     reason = json.loads(outcome.rejects.iloc[0]["reasons"])[0]
     assert reason == {"column": "net_tonnage", "rule": "is_number", "value": " 12,5 t "}
+
+
+# A value the warehouse column cannot hold exactly is quarantined, never wrapped, cut or left to fail the day.
+# Anything that is not a plain decimal numeral (NaN/inf spellings, thousands separators) is not a number;
+# a numeral the column cannot hold is ``fits_column``.
+EXTREMES = [
+    ("fits_column", "revenue_xaf", {"revenue_xaf": "1e30"}),  # wrapped to -9223372036854775808
+    ("fits_column", "revenue_xaf", {"revenue_xaf": "9223372036854775807"}),  # float rounds it past BigInteger
+    ("fits_column", "revenue_xaf", {"revenue_xaf": "9007199254740993"}),  # would be stored as ...992
+    ("fits_column", "revenue_xaf", {"revenue_xaf": "1e400"}),
+    ("is_number", "revenue_xaf", {"revenue_xaf": "inf"}),  # failed the day (IntCastingNaNError)
+    ("is_number", "revenue_xaf", {"revenue_xaf": "Infinity"}),
+    ("is_number", "revenue_xaf", {"revenue_xaf": "-Infinity"}),
+    ("is_number", "revenue_xaf", {"revenue_xaf": "NaN"}),
+    ("is_number", "net_tonnage", {"net_tonnage": "nan"}),
+    ("is_number", "net_tonnage", {"net_tonnage": "inf"}),
+    ("is_number", "revenue_xaf", {"revenue_xaf": "1,000"}),
+    ("is_number", "revenue_xaf", {"revenue_xaf": "1 000"}),
+    ("is_number", "revenue_xaf", {"revenue_xaf": "1_000"}),
+    ("is_number", "wagon_count", {"wagon_count": "0x3"}),
+    ("fits_column", "net_tonnage", {"net_tonnage": "1e400"}),
+    ("fits_column", "wagon_count", {"wagon_count": "1e30"}),  # failed the day (TypeError)
+    ("fits_column", "wagon_count", {"wagon_count": "2147483648"}),  # Integer is 32-bit on PostgreSQL
+    ("is_whole_number", "wagon_count", {"wagon_count": "3.0000000000000001"}),
+    ("fits_column", "shipment_id", {"shipment_id": "S" * 65}),  # String(64): COPY failed on PostgreSQL
+    ("fits_column", "waybill_number", {"waybill_number": "W" * 65}),
+    ("fits_column", "customer", {"customer": "é" * 201}),  # String(200)
+    ("fits_column", "customer", {"customer": "Ciments\x00du Littoral"}),  # PostgreSQL text refuses NUL
+    ("fits_column", "customer", {"customer": "Ciments \ud800"}),  # not encodable as UTF-8
+    ("fits_column", "arrival_time", {"arrival_time": "9999-12-31T23:59:59-01:00"}),  # year 10000 in UTC
+    ("fits_column", "arrival_time", {"arrival_time": "9999-12-31T12:00:00Z"}),  # unreadable east of UTC
+    ("fits_column", "arrival_time", {"arrival_time": "2026-11-20T11:40:00.123456789+01:00"}),  # cut to µs
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "column", "bad"), EXTREMES, ids=[f"{r[0]}-{r[1]}-{i}" for i, r in enumerate(EXTREMES)]
+)
+def test_extreme_value_is_quarantined_with_its_rule(rule, column, bad):
+    outcome = validate_with(bad)
+    assert list(outcome.rejects["source_line"]) == [5], "exactly the crafted row (line 5) is rejected"
+    reasons = json.loads(outcome.rejects.iloc[0]["reasons"])
+    assert [r for r in reasons if r["column"] == column] == [{"column": column, "rule": rule, "value": bad[column]}]
+    assert len(outcome.valid) == 5
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "typed"),
+    [
+        ("shipment_id", "S" * 64, "S" * 64),
+        ("customer", "é" * 200, "é" * 200),  # characters, not bytes
+        ("revenue_xaf", "1e3", 1000.0),
+        ("revenue_xaf", "-0", 0.0),
+        ("revenue_xaf", "4611686018427387904", 2.0**62),
+        ("net_tonnage", "1.2e2", 120.0),
+        ("net_tonnage", "5e-324", 5e-324),
+        ("wagon_count", "3e0", 3),
+        ("arrival_time", "9999-12-30T23:59:59.999999Z", pd.Timestamp("9999-12-30T23:59:59.999999Z")),
+        ("arrival_time", "2026-11-20T11:40:00.1234560+01:00", pd.Timestamp("2026-11-20T10:40:00.123456Z")),
+    ],
+)
+def test_extreme_value_that_fits_its_column_passes(column, value, typed):
+    outcome = validate_with({"net_tonnage": "1", column: value})
+    assert outcome.rows_rejected == 0
+    assert outcome.valid.at[3, column] == typed

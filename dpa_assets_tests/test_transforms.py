@@ -96,3 +96,48 @@ def test_checksum_ignores_row_order_and_detects_changes():
     changed = facts.copy()
     changed.loc[0, "revenue_xaf"] += 1
     assert facts_checksum(changed) != facts_checksum(facts)
+
+
+def one_good_record() -> dict[str, str]:
+    return dict(generate_day(date.fromisoformat(DAY), rows=1, bad_fraction=0).records[0])
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("revenue_xaf", "1e30"), ("revenue_xaf", "inf"), ("revenue_xaf", "Infinity"), ("wagon_count", "1e30")],
+)
+def test_an_extreme_value_rejects_its_row_and_the_day_goes_on(column, value):
+    records = [one_good_record(), {**one_good_record(), "shipment_id": "SHP-X", column: value}]
+    outcome = validate_freight(frame_of(records), DAY)
+    facts = to_facts(outcome.valid, DAY)
+    assert list(outcome.rejects["shipment_id"]) == ["SHP-X"]
+    assert list(facts["shipment_id"]) == [records[0]["shipment_id"]]
+    assert facts.at[0, column] == int(records[0][column])
+
+
+@pytest.mark.parametrize(("column", "value"), [("revenue_xaf", 1e30), ("revenue_xaf", float("inf"))])
+def test_to_facts_refuses_a_value_its_column_cannot_hold_rather_than_wrap_it(column, value):
+    valid = validate_freight(frame_of([one_good_record()]), DAY).valid
+    valid[column] = value
+    with pytest.raises(ValueError, match=column):
+        to_facts(valid, DAY)
+
+
+def test_a_reject_with_a_huge_or_nul_shipment_id_keeps_it_whole_in_its_raw_record():
+    shipment_id = "SHP\x00" + "é" * 300
+    outcome = validate_freight(frame_of([{**one_good_record(), "shipment_id": shipment_id}]), DAY)
+    reject = outcome.rejects.iloc[0]
+    assert json.loads(reject["raw_record"])["shipment_id"] == shipment_id
+    assert json.loads(reject["reasons"]) == [{"column": "shipment_id", "rule": "fits_column", "value": shipment_id}]
+    # The display column holds what freight_rejects.shipment_id (String(200)) and PostgreSQL text can store.
+    assert len(reject["shipment_id"]) == 200 and "\x00" not in reject["shipment_id"]
+    assert reject["shipment_id"].startswith("SHP\ufffdéé") and reject["shipment_id"].endswith("…")
+    assert "\x00" not in reject["raw_record"] + reject["reasons"]
+
+
+def test_a_lone_surrogate_is_kept_escaped_in_the_json_of_its_reject():
+    outcome = validate_freight(frame_of([{**one_good_record(), "customer": "Bois \ud800"}]), DAY)
+    reject = outcome.rejects.iloc[0]
+    reject["raw_record"].encode("utf-8")  # storable as UTF-8
+    assert json.loads(reject["raw_record"])["customer"] == "Bois \ud800"
+    assert json.loads(reject["reasons"])[0]["value"] == "Bois \ud800"

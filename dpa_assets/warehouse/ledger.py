@@ -22,6 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from dpa_assets.column_bounds import FACT_BOUNDS, texts_fit
 from dpa_assets.transforms import facts_checksum
 from dpa_assets.warehouse.engine import WRITE_OPTION
 from dpa_assets.warehouse.protection import grant_partition_permit, revoke_partition_permit
@@ -188,7 +189,10 @@ def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[
     Returns:
         The ids already loaded for another day.
     """
-    unique_ids = sorted({value for value in shipment_ids if isinstance(value, str)})
+    ids = pd.Series([value for value in shipment_ids if isinstance(value, str)], dtype=object)
+    # An id the fact column cannot hold (too long, NUL, not UTF-8) is loaded nowhere, and sending it
+    # would fail the query on PostgreSQL (NUL) or in either driver (a lone surrogate).
+    unique_ids = sorted(set(ids[texts_fit(ids, FACT_BOUNDS["shipment_id"])]))
     found: set[str] = set()
     for start in range(0, len(unique_ids), ID_LOOKUP_CHUNK):
         chunk = unique_ids[start : start + ID_LOOKUP_CHUNK]
