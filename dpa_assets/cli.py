@@ -111,10 +111,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_setup_warehouse(_args: argparse.Namespace) -> int:
     _dagster_home()
     from dpa_assets.definitions import defs
+    from dpa_assets.warehouse.engine import create_warehouse_engine
+    from dpa_assets.warehouse.protection import (
+        MISSING,
+        ProtectedTableMissing,
+        ProtectionIncomplete,
+        ensure_schema,
+        protection_status,
+    )
 
     warehouse = defs.resources["warehouse"]
-    warehouse.get_engine()  # creates the tables and their protection on first use
-    print(f"warehouse ready (tables and protection in place): {warehouse.display_url()}")
+    engine = create_warehouse_engine(warehouse.resolved_url(), warehouse.lock_timeout_seconds)
+    try:
+        ensure_schema(engine)  # installs whatever this role may install, every run
+    except ProtectedTableMissing as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 1
+    except ProtectionIncomplete as error:
+        print(f"incomplete: {error}", file=sys.stderr)
+    pieces = protection_status(engine)
+    engine.dispose()
+    print(f"{'protection':<26} {'state':<13} detail")
+    for piece in pieces:
+        print(f"{piece.name:<26} {piece.state:<13} {piece.detail}")
+    missing = [piece.name for piece in pieces if piece.state == MISSING]
+    if missing:
+        print(f"warehouse ready, protection INCOMPLETE ({', '.join(missing)}): {warehouse.display_url()}")
+        return 1
+    print(f"warehouse ready, protection in place as listed: {warehouse.display_url()}")
     return 0
 
 
@@ -123,6 +147,8 @@ def cmd_break_glass(args: argparse.Namespace) -> int:
         print(f"refused: repeat the day with --confirm {args.date.isoformat()} to empty it", file=sys.stderr)
         return 2
     _dagster_home()
+    import sqlalchemy as sa
+
     from dpa_assets.definitions import defs
     from dpa_assets.warehouse.ledger import break_glass_remove_partition
 
@@ -131,6 +157,9 @@ def cmd_break_glass(args: argparse.Namespace) -> int:
         removed = break_glass_remove_partition(warehouse.get_engine(), args.date, args.actor, args.reason)
     except ValueError as error:
         print(f"refused: {error}", file=sys.stderr)
+        return 2
+    except sa.exc.DBAPIError as error:  # e.g. the pipeline role may not call dpa_break_glass
+        print(f"refused: {str(error.orig).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     print(
         f"{args.date}: removed {removed['facts']} facts and {removed['rejects']} rejects; "

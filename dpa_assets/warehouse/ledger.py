@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from dpa_assets.column_bounds import FACT_BOUNDS, texts_fit
 from dpa_assets.transforms import facts_checksum
 from dpa_assets.warehouse.engine import WRITE_OPTION
-from dpa_assets.warehouse.protection import grant_partition_permit, revoke_partition_permit
+from dpa_assets.warehouse.protection import pg_break_glass, remove_partition, remove_rejects
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock timeout
@@ -295,9 +295,7 @@ def _replace_partition(
     _lock_partition(connection, day)
     _require_passed_validation(connection, load)
     load = _quarantine_ids_held_for_other_days(connection, load)
-    grant_partition_permit(connection, day)
-    connection.execute(sa.delete(facts).where(facts.c.partition_date == day))
-    connection.execute(sa.delete(rejects).where(rejects.c.partition_date == day))
+    remove_partition(connection, day)
     bulk_insert(connection, facts, load.facts.assign(load_run_id=load.run_id))
     bulk_insert(
         connection,
@@ -324,7 +322,6 @@ def _replace_partition(
         "finished_at": _utcnow(),
     }
     connection.execute(sa.insert(audit), [row])
-    revoke_partition_permit(connection)
     if before_commit is not None:
         before_commit(connection)
     return row
@@ -494,12 +491,7 @@ def record_validation(
         _lock_partition(connection, partition_date)
         current = current_load_audit(connection, partition_date)
         keep = {current["validation_run_id"]} - {run_id} if current else set()
-        grant_partition_permit(connection, partition_date)
-        connection.execute(
-            sa.delete(rejects).where(
-                rejects.c.partition_date == partition_date, rejects.c.validation_run_id.not_in(keep)
-            )
-        )
+        remove_rejects(connection, partition_date, next(iter(keep), None))
         bulk_insert(connection, rejects, quarantined.assign(partition_date=partition_date, validation_run_id=run_id))
         connection.execute(
             sa.insert(audit),
@@ -518,7 +510,6 @@ def record_validation(
                 }
             ],
         )
-        revoke_partition_permit(connection)
 
 
 def read_facts(engine: Engine, partition_dates: list[date]) -> pd.DataFrame:
@@ -548,12 +539,10 @@ def break_glass_remove_partition(engine: Engine, partition_date: date, actor: st
         raise ValueError("break-glass needs the actor's name and a reason of at least 10 characters")
     now = _utcnow()
     with _write_connection(engine) as connection, connection.begin():
+        if connection.dialect.name == "postgresql":  # the owner-only function audits it, with the database user
+            return pg_break_glass(connection, partition_date, actor.strip(), reason.strip())
         _lock_partition(connection, partition_date)
-        grant_partition_permit(connection, partition_date)
-        removed_facts = connection.execute(sa.delete(facts).where(facts.c.partition_date == partition_date)).rowcount
-        removed_rejects = connection.execute(
-            sa.delete(rejects).where(rejects.c.partition_date == partition_date)
-        ).rowcount
+        removed_facts, removed_rejects = remove_partition(connection, partition_date)
         connection.execute(
             sa.insert(audit),
             [
@@ -569,5 +558,4 @@ def break_glass_remove_partition(engine: Engine, partition_date: date, actor: st
                 }
             ],
         )
-        revoke_partition_permit(connection)
     return {"facts": removed_facts, "rejects": removed_rejects}

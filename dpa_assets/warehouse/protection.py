@@ -1,33 +1,58 @@
 """Create the warehouse tables and lock them against erasure; idempotent, safe to run concurrently.
 
-Only a transaction holding a *permit* for one partition may delete that partition's facts and
-rejects (the partition commit and the break-glass command take one). Updates are always refused,
-the audit trail is append-only, and on PostgreSQL TRUNCATE and DROP TABLE are refused too.
+Updates are always refused and the audit trail is append-only. A day's facts and rejects are
+removed only to be replaced: on SQLite by a transaction holding a *permit* for that day, on
+PostgreSQL only inside ``SECURITY DEFINER`` functions owned by the table owner, and only together
+with an audit row written in the same transaction. PostgreSQL also refuses TRUNCATE and DROP TABLE.
 SQLite has no DDL triggers: a dropped table cannot be prevented there, but it is detected and
 never silently recreated (see ``ProtectedTableMissing``).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from dpa_assets.settings import FACT_TABLE, PROTECTED_TABLES, REJECT_TABLE
+from dpa_assets.settings import AUDIT_TABLE, FACT_TABLE, PROTECTED_TABLES, REJECT_TABLE
 from dpa_assets.warehouse.engine import WRITE_OPTION, is_sqlite
-from dpa_assets.warehouse.tables import metadata
+from dpa_assets.warehouse.tables import facts, metadata, rejects
 
 PERMIT_TABLE = "dpa_write_permit"  # SQLite only: rows live inside one transaction, never committed
 SCHEMA_MARKER_TABLE = "dpa_schema_marker"
 PG_PERMIT_SETTING = "dpa.partition_replace"
 PG_DROP_SETTING = "dpa.allow_drop"
+PIPELINE_ROLE = "dpa_pipeline"  # the least-privilege role of sql/least_privilege.sql
 PARTITIONED_TABLES = (FACT_TABLE, REJECT_TABLE)  # tables whose partitions a permit may replace
 _SETUP_LOCK_KEY = 0x445041  # "DPA": serializes concurrent schema setup on PostgreSQL
+# The day's advisory lock. ``day - DATE '0001-01-01' + 1`` is Python's ``date.toordinal()``, the
+# key ledger._lock_partition passes, so the functions and the ledger take the same lock.
+_PG_DAY_LOCK = f"pg_advisory_xact_lock(hashtext('{FACT_TABLE}'), target_day - DATE '0001-01-01' + 1)"
+
+INSTALLED, MISSING, NOT_POSSIBLE, NOT_APPLICABLE = "installed", "missing", "not possible", "n/a"
+OWNER, SUPERUSER = "the warehouse owner", "a superuser"
+logger = logging.getLogger(__name__)
 
 
 class ProtectedTableMissing(RuntimeError):
     """A protected table was dropped after setup; recreating it empty would hide the loss."""
+
+
+class ProtectionIncomplete(RuntimeError):
+    """Protection the owner must install is missing or outdated, and this role cannot install it."""
+
+
+@dataclass(frozen=True)
+class ProtectionPiece:
+    """One part of the erasure protection and whether it is in place."""
+
+    name: str
+    state: str  # installed | missing | not possible | n/a
+    detail: str = ""
+    installer: str = ""  # who can install it when missing ("" = not setup's job)
 
 
 def _refusal(table: str, action: str) -> str:
@@ -35,6 +60,9 @@ def _refusal(table: str, action: str) -> str:
         f"{table} is protected against {action}: only the DPA partition commit "
         "or the documented break-glass command may change it"
     )
+
+
+# --- SQLite -------------------------------------------------------------------------------------
 
 
 def _sqlite_statements() -> list[str]:
@@ -57,35 +85,103 @@ def _sqlite_statements() -> list[str]:
     return statements
 
 
-def _postgres_statements() -> list[str]:
+def _sqlite_status(connection: Connection) -> list[ProtectionPiece]:
+    found = {row[0]: row[1] for row in connection.exec_driver_sql("SELECT name, type FROM sqlite_master")}
+    expected = [f"{table}_refuse_{action}" for table in PROTECTED_TABLES for action in ("delete", "update")]
+    absent = [name for name in expected if found.get(name) != "trigger"]
+    return [
+        ProtectionPiece("row triggers", MISSING if absent else INSTALLED, ", ".join(absent) or "DELETE, UPDATE", OWNER),
+        ProtectionPiece(
+            "permit table", INSTALLED if found.get(PERMIT_TABLE) == "table" else MISSING, PERMIT_TABLE, OWNER
+        ),
+        ProtectionPiece("DROP guard", INSTALLED, "DPA connections only"),
+        ProtectionPiece("DROP from outside clients", NOT_POSSIBLE, "not possible on SQLite: detected at next run"),
+    ]
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PgFunction:
+    name: str
+    parameters: str  # as declared, with names
+    identity: str  # argument types only, as in ``to_regprocedure``
+    returns: str
+    body: str
+    security_definer: bool = False
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}({self.identity})"
+
+    def ddl(self, schema: str) -> str:
+        security = "SECURITY DEFINER " if self.security_definer else ""
+        # A pinned search_path, pg_temp last: callers cannot shadow our tables or functions.
+        return (
+            f"CREATE OR REPLACE FUNCTION {self.name}({self.parameters}) RETURNS {self.returns} "
+            f"LANGUAGE plpgsql {security}SET search_path = {schema}, pg_temp AS $${self.body}$$"
+        )
+
+
+def _pg_functions() -> dict[str, _PgFunction]:
     partitioned = ", ".join(f"'{name}'" for name in PARTITIONED_TABLES)
     protected = ", ".join(f"'{name}'" for name in PROTECTED_TABLES)
-    statements = [
-        f"""CREATE OR REPLACE FUNCTION dpa_refuse_row_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    functions = [
+        # A delete passes only inside the replace functions: their setting names the day AND they
+        # run as the table owner. A role that forges the setting is not the owner.
+        _PgFunction(
+            "dpa_refuse_row_change",
+            "",
+            "",
+            "trigger",
+            f"""
 BEGIN
   IF TG_OP = 'DELETE' AND TG_TABLE_NAME IN ({partitioned})
-     AND current_setting('{PG_PERMIT_SETTING}', true) = OLD.partition_date::text THEN
+     AND current_setting('{PG_PERMIT_SETTING}', true) = OLD.partition_date::text
+     AND current_user = (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = TG_RELID) THEN
     RETURN OLD;
   END IF;
   RAISE EXCEPTION '% is protected against %: only the DPA partition commit or the documented '
     'break-glass command may change it', TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege';
-END $$""",
-        """CREATE OR REPLACE FUNCTION dpa_refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+END
+""",
+        ),
+        # Deferred to commit: a day removed without an audit row written in the same transaction
+        # (xmin = this transaction) is refused, so calling a replace function alone erases nothing.
+        _PgFunction(
+            "dpa_require_replace_audit",
+            "",
+            "",
+            "trigger",
+            f"""
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM {AUDIT_TABLE} a WHERE a.partition_date = OLD.partition_date
+                 AND a.status = ANY (TG_ARGV) AND a.xmin = pg_current_xact_id()::xid) THEN
+    RAISE EXCEPTION 'partition % of % may be replaced only together with its audit row',
+      OLD.partition_date, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  RETURN NULL;
+END
+""",
+        ),
+        _PgFunction(
+            "dpa_refuse_truncate",
+            "",
+            "",
+            "trigger",
+            """
 BEGIN
   RAISE EXCEPTION '% is protected against TRUNCATE', TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
-END $$""",
-    ]
-    for table in PROTECTED_TABLES:
-        statements.append(
-            f"CREATE OR REPLACE TRIGGER {table}_refuse_row_change BEFORE DELETE OR UPDATE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION dpa_refuse_row_change()"
-        )
-        statements.append(
-            f"CREATE OR REPLACE TRIGGER {table}_refuse_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION dpa_refuse_truncate()"
-        )
-    statements.append(
-        f"""CREATE OR REPLACE FUNCTION dpa_refuse_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
+END
+""",
+        ),
+        _PgFunction(
+            "dpa_refuse_drop",
+            "",
+            "",
+            "event_trigger",
+            f"""
 DECLARE dropped record;
 BEGIN
   FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
@@ -96,21 +192,281 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
     END IF;
   END LOOP;
-END $$"""
-    )
+END
+""",
+        ),
+        _PgFunction(
+            "dpa_replace_partition",
+            "target_day date, OUT removed_facts bigint, OUT removed_rejects bigint",
+            "date",
+            "record",
+            f"""
+BEGIN
+  PERFORM {_PG_DAY_LOCK};
+  PERFORM set_config('{PG_PERMIT_SETTING}', target_day::text, true);
+  DELETE FROM {FACT_TABLE} WHERE partition_date = target_day;
+  GET DIAGNOSTICS removed_facts = ROW_COUNT;
+  DELETE FROM {REJECT_TABLE} WHERE partition_date = target_day;
+  GET DIAGNOSTICS removed_rejects = ROW_COUNT;
+  PERFORM set_config('{PG_PERMIT_SETTING}', '', true);
+END
+""",
+            security_definer=True,
+        ),
+        _PgFunction(
+            "dpa_replace_rejects",
+            "target_day date, keep_validation_run_id text",
+            "date, text",
+            "bigint",
+            f"""
+DECLARE removed bigint;
+BEGIN
+  PERFORM {_PG_DAY_LOCK};
+  PERFORM set_config('{PG_PERMIT_SETTING}', target_day::text, true);
+  DELETE FROM {REJECT_TABLE} WHERE partition_date = target_day
+    AND (keep_validation_run_id IS NULL OR validation_run_id <> keep_validation_run_id);
+  GET DIAGNOSTICS removed = ROW_COUNT;
+  PERFORM set_config('{PG_PERMIT_SETTING}', '', true);
+  RETURN removed;
+END
+""",
+            security_definer=True,
+        ),
+        _PgFunction(
+            "dpa_break_glass",
+            "target_day date, who text, why text, OUT removed_facts bigint, OUT removed_rejects bigint",
+            "date, text, text",
+            "record",
+            f"""
+BEGIN
+  IF coalesce(btrim(who), '') = '' OR length(btrim(coalesce(why, ''))) < 10 THEN
+    RAISE EXCEPTION 'break-glass needs the actor''s name and a reason of at least 10 characters'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT * INTO removed_facts, removed_rejects FROM dpa_replace_partition(target_day);
+  INSERT INTO {AUDIT_TABLE} (partition_date, run_id, status, rows_loaded, started_at, finished_at, actor, detail)
+  VALUES (target_day, 'break-glass', 'break_glass', 0, now(), clock_timestamp(), btrim(who),
+          format('%s (removed %s facts, %s rejects; database user %s)',
+                 btrim(why), removed_facts, removed_rejects, session_user));
+END
+""",
+            security_definer=True,
+        ),
+    ]
+    return {function.name: function for function in functions}
+
+
+PG_FUNCTIONS = _pg_functions()
+REPLACE_FUNCTIONS = ("dpa_replace_partition", "dpa_replace_rejects")
+BREAK_GLASS_FUNCTION = "dpa_break_glass"
+# (trigger, table, timing, function, arguments); the audit checks are deferred constraint triggers.
+_ROW_TRIGGERS = [
+    (f"{t}_refuse_row_change", t, "BEFORE DELETE OR UPDATE", "dpa_refuse_row_change") for t in PROTECTED_TABLES
+]
+_TRUNCATE_TRIGGERS = [(f"{t}_refuse_truncate", t, "BEFORE TRUNCATE", "dpa_refuse_truncate") for t in PROTECTED_TABLES]
+_AUDIT_TRIGGERS = {
+    FACT_TABLE: ("'loaded', 'break_glass'"),
+    REJECT_TABLE: ("'loaded', 'validated', 'blocked', 'break_glass'"),
+}
+FORBIDDEN_TABLE_PRIVILEGES = ("DELETE", "UPDATE", "TRUNCATE", "TRIGGER", "REFERENCES")
+
+
+def _pg_install_statements(schema: str, owner: str, pipeline_exists: bool) -> list[str]:
+    statements = [function.ddl(schema) for function in PG_FUNCTIONS.values()]
+    for trigger, table, timing, function in _ROW_TRIGGERS:
+        statements.append(
+            f"CREATE OR REPLACE TRIGGER {trigger} {timing} ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"
+        )
+    for trigger, table, timing, function in _TRUNCATE_TRIGGERS:
+        statements.append(
+            f"CREATE OR REPLACE TRIGGER {trigger} {timing} ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+        )
+    for table, statuses in _AUDIT_TRIGGERS.items():
+        # Constraint triggers have no OR REPLACE.
+        statements.append(f"DROP TRIGGER IF EXISTS {table}_replace_needs_audit ON {table}")
+        statements.append(
+            f"CREATE CONSTRAINT TRIGGER {table}_replace_needs_audit AFTER DELETE ON {table} "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION dpa_require_replace_audit({statuses})"
+        )
+    for trigger, table, *_ in (*_ROW_TRIGGERS, *_TRUNCATE_TRIGGERS):
+        statements.append(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+    for table in _AUDIT_TRIGGERS:
+        statements.append(f"ALTER TABLE {table} ENABLE TRIGGER {table}_replace_needs_audit")
+    for function in PG_FUNCTIONS.values():
+        # Owned by the table owner even when a superuser runs setup: the row trigger lets
+        # deletes through only for the owner, and SECURITY DEFINER runs as the function's owner.
+        statements.append(f"ALTER FUNCTION {function.signature} OWNER TO {owner}")
+        statements.append(f"REVOKE ALL ON FUNCTION {function.signature} FROM PUBLIC")
+    if pipeline_exists:
+        tables = ", ".join(PROTECTED_TABLES)
+        statements.append(f"REVOKE {', '.join(FORBIDDEN_TABLE_PRIVILEGES)} ON {tables} FROM {PIPELINE_ROLE}")
+        statements.append(f"REVOKE ALL ON FUNCTION {PG_FUNCTIONS[BREAK_GLASS_FUNCTION].signature} FROM {PIPELINE_ROLE}")
+        for name in REPLACE_FUNCTIONS:
+            statements.append(f"GRANT EXECUTE ON FUNCTION {PG_FUNCTIONS[name].signature} TO {PIPELINE_ROLE}")
     return statements
 
 
-def _install_drop_guard(connection: Connection) -> bool:
-    """Event triggers need superuser; without it the row and TRUNCATE triggers still hold."""
-    exists = connection.exec_driver_sql("SELECT 1 FROM pg_event_trigger WHERE evtname = 'dpa_refuse_drop'").first()
-    if exists:
-        return True
+def _function_problem(connection: Connection, function: _PgFunction, owner: str | None) -> str | None:
+    found = (
+        connection.execute(
+            sa.text(
+                "SELECT p.prosrc, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner) AS owner, "
+                "p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a "
+                "WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') AS public_execute "
+                "FROM pg_proc p WHERE p.oid = to_regprocedure(:signature)"
+            ),
+            {"signature": function.signature},
+        )
+        .mappings()
+        .first()
+    )
+    if found is None:
+        return f"{function.name}: not created"
+    pinned = any(
+        setting.startswith("search_path=") and setting.endswith("pg_temp") for setting in found["proconfig"] or []
+    )
+    if found["prosrc"] != function.body or found["prosecdef"] != function.security_definer or not pinned:
+        return f"{function.name}: outdated definition"
+    if owner is not None and found["owner"] != owner:
+        return f"{function.name}: owned by {found['owner']}, not the table owner {owner}"
+    if found["public_execute"]:
+        return f"{function.name}: EXECUTE granted to PUBLIC"
+    return None
+
+
+def _trigger_problems(connection: Connection, triggers: list[tuple[str, str, str]]) -> list[str]:
+    """Each (trigger, table, function) must exist, call that function, and be enabled."""
+    found = {
+        row.tgname: row
+        for row in connection.exec_driver_sql(
+            "SELECT t.tgname, t.tgenabled, t.tgfoid::regproc::text AS function FROM pg_trigger t "
+            "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
+            "AND c.relnamespace = current_schema()::regnamespace"
+        )
+    }
+    problems = []
+    for trigger, table, function in triggers:
+        row = found.get(trigger)
+        if row is None or row.function != function:
+            problems.append(f"{trigger}: not created")
+        elif row.tgenabled == "D":
+            problems.append(f"{trigger}: disabled on {table}")
+    return problems
+
+
+def _piece(name: str, problems: list[str | None], installed_detail: str, installer: str) -> ProtectionPiece:
+    problems = [problem for problem in problems if problem]
+    return ProtectionPiece(name, MISSING if problems else INSTALLED, "; ".join(problems) or installed_detail, installer)
+
+
+def _pipeline_role_piece(connection: Connection, owner: str | None) -> ProtectionPiece:
+    role = connection.execute(
+        sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = :role"), {"role": PIPELINE_ROLE}
+    ).first()
+    name = f"{PIPELINE_ROLE} privileges"
+    if role is None:
+        return ProtectionPiece(name, NOT_APPLICABLE, f"no {PIPELINE_ROLE} role (create it with least_privilege.sql)")
+    if role.rolsuper:
+        return ProtectionPiece(name, MISSING, f"{PIPELINE_ROLE} is a superuser: it can disable any protection")
+    if owner is None:
+        return ProtectionPiece(name, MISSING, "tables not created")
+    if connection.execute(
+        sa.text("SELECT pg_has_role(:role, :owner, 'MEMBER')"), {"role": PIPELINE_ROLE, "owner": owner}
+    ).scalar():
+        return ProtectionPiece(name, MISSING, f"{PIPELINE_ROLE} is a member of the owner role {owner}")
+    problems = []
+    for table in PROTECTED_TABLES:
+        held = [
+            privilege
+            for privilege in FORBIDDEN_TABLE_PRIVILEGES
+            if connection.execute(
+                sa.text("SELECT has_table_privilege(:role, :table, :privilege)"),
+                {"role": PIPELINE_ROLE, "table": table, "privilege": privilege},
+            ).scalar()
+        ]
+        if held:
+            problems.append(f"holds {', '.join(held)} on {table}")
+    expected_execute = [(name, True) for name in REPLACE_FUNCTIONS] + [(BREAK_GLASS_FUNCTION, False)]
+    for function_name, wanted in expected_execute:
+        signature = PG_FUNCTIONS[function_name].signature
+        granted = connection.execute(
+            sa.text(
+                "SELECT CASE WHEN to_regprocedure(:signature) IS NULL THEN NULL "
+                "ELSE has_function_privilege(:role, to_regprocedure(:signature), 'EXECUTE') END"
+            ),
+            {"role": PIPELINE_ROLE, "signature": signature},
+        ).scalar()
+        if granted is not None and granted != wanted:
+            problems.append(f"{'lacks' if wanted else 'holds'} EXECUTE on {function_name}")
+    detail = "INSERT and SELECT, EXECUTE on the replace functions; no DELETE, UPDATE, TRUNCATE"
+    return _piece(name, problems, detail, OWNER)
+
+
+def _pg_status(connection: Connection) -> list[ProtectionPiece]:
+    owner = connection.execute(
+        sa.text("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(:table)"), {"table": FACT_TABLE}
+    ).scalar()
     is_superuser = connection.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar()
-    if not is_superuser:
-        return False
-    connection.exec_driver_sql("CREATE EVENT TRIGGER dpa_refuse_drop ON sql_drop EXECUTE FUNCTION dpa_refuse_drop()")
-    return True
+
+    def functions(*names: str) -> list[str | None]:
+        return [_function_problem(connection, PG_FUNCTIONS[name], owner) for name in names]
+
+    def triggers(specs: list[tuple]) -> list[str]:
+        return _trigger_problems(connection, [(trigger, table, function) for trigger, table, _, function in specs])
+
+    audit_triggers = [(f"{t}_replace_needs_audit", t, "dpa_require_replace_audit") for t in _AUDIT_TRIGGERS]
+    event = connection.exec_driver_sql(
+        "SELECT evtenabled, evtfoid::regproc::text AS function FROM pg_event_trigger WHERE evtname = 'dpa_refuse_drop'"
+    ).first()
+    drop_problems = functions("dpa_refuse_drop")
+    if event is None or event.function != "dpa_refuse_drop":
+        drop_problems.append("not created" + ("" if is_superuser else ": needs a superuser"))
+    elif event.evtenabled == "D":
+        drop_problems.append("disabled" + ("" if is_superuser else ": needs a superuser"))
+    tables = ", ".join(PROTECTED_TABLES)
+    return [
+        _piece("row triggers", [*functions("dpa_refuse_row_change"), *triggers(_ROW_TRIGGERS)], tables, OWNER),
+        _piece("TRUNCATE triggers", [*functions("dpa_refuse_truncate"), *triggers(_TRUNCATE_TRIGGERS)], tables, OWNER),
+        _piece("DROP event trigger", drop_problems, "dpa_refuse_drop", SUPERUSER),
+        _piece(
+            "replace functions",
+            [
+                *functions(*REPLACE_FUNCTIONS, "dpa_require_replace_audit"),
+                *_trigger_problems(connection, audit_triggers),
+            ],
+            "replace a day only with its audit row, as the owner",
+            OWNER,
+        ),
+        _piece("break-glass function", functions(BREAK_GLASS_FUNCTION), "owner only; audits the database user", OWNER),
+        _pipeline_role_piece(connection, owner),
+    ]
+
+
+def _pg_roles(connection: Connection) -> tuple[str, bool, bool]:
+    """(table owner, may act as the owner, is superuser) for the current user."""
+    row = connection.execute(
+        sa.text(
+            "SELECT pg_get_userbyid(c.relowner) AS owner, pg_has_role(c.relowner, 'MEMBER') AS acts_as_owner, "
+            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser "
+            "FROM pg_class c WHERE c.oid = to_regclass(:table)"
+        ),
+        {"table": FACT_TABLE},
+    ).first()
+    return row.owner, row.acts_as_owner, row.superuser
+
+
+def _pg_install(connection: Connection) -> None:
+    owner, _, is_superuser = _pg_roles(connection)
+    preparer = connection.dialect.identifier_preparer
+    schema = preparer.quote(connection.exec_driver_sql("SELECT current_schema()").scalar())
+    pipeline_exists = connection.execute(
+        sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": PIPELINE_ROLE}
+    ).first()
+    for statement in _pg_install_statements(schema, preparer.quote(owner), pipeline_exists is not None):
+        _execute_ddl(connection, statement)
+    if is_superuser:
+        _execute_ddl(connection, "DROP EVENT TRIGGER IF EXISTS dpa_refuse_drop")
+        _execute_ddl(connection, "CREATE EVENT TRIGGER dpa_refuse_drop ON sql_drop EXECUTE FUNCTION dpa_refuse_drop()")
 
 
 def _execute_ddl(connection: Connection, statement: str) -> None:
@@ -123,24 +479,46 @@ def _execute_ddl(connection: Connection, statement: str) -> None:
         cursor.close()
 
 
-def _protection_installed(connection: Connection) -> bool:
-    if connection.dialect.name == "sqlite":
-        names = {row[0] for row in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-        expected = {f"{table}_refuse_{action}" for table in PROTECTED_TABLES for action in ("delete", "update")}
-    else:
-        names = {row[0] for row in connection.exec_driver_sql("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")}
-        expected = {f"{table}_refuse_{action}" for table in PROTECTED_TABLES for action in ("row_change", "truncate")}
-    return expected <= names
+# --- Both databases -----------------------------------------------------------------------------
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Create missing tables and their protection; refuse to go on if a protected table was dropped.
+def _status(connection: Connection) -> list[ProtectionPiece]:
+    return _sqlite_status(connection) if connection.dialect.name == "sqlite" else _pg_status(connection)
 
-    When everything is in place no DDL runs, so a least-privilege pipeline role that owns
-    nothing (see ``sql/least_privilege.sql``) can call this on every start.
+
+def protection_status(engine: Engine) -> list[ProtectionPiece]:
+    """Each piece of the erasure protection, installed or missing and why; reads only.
 
     Args:
         engine: the warehouse engine.
+
+    Returns:
+        The pieces, in a fixed order per database.
+    """
+    with engine.connect() as connection:
+        return _status(connection)
+
+
+def _installers(connection: Connection) -> set[str]:
+    """Whose pieces the current user may install."""
+    if connection.dialect.name == "sqlite":
+        return {OWNER}
+    _, acts_as_owner, is_superuser = _pg_roles(connection)
+    return ({OWNER} if acts_as_owner else set()) | ({SUPERUSER} if is_superuser else set())
+
+
+def ensure_schema(engine: Engine) -> list[ProtectionPiece]:
+    """Create missing tables and install missing protection; refuse to go on if a protected table was dropped.
+
+    When everything is in place no DDL runs, so a least-privilege pipeline role that owns
+    nothing (see ``sql/least_privilege.sql``) can call this on every start. A piece this role
+    cannot install is logged; the pieces only the owner installs raise ``ProtectionIncomplete``.
+
+    Args:
+        engine: the warehouse engine.
+
+    Returns:
+        The protection pieces after setup.
     """
     with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
         if not is_sqlite(engine):
@@ -160,32 +538,112 @@ def ensure_schema(engine: Engine) -> None:
                     f"protected warehouse tables {missing} were dropped after setup; restore them "
                     "from backup (README: 'Restoring a dropped table') before loading again"
                 )
-            if _protection_installed(connection):
-                return
-        metadata.create_all(connection)
-        connection.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {SCHEMA_MARKER_TABLE} (created_at TEXT)")
-        statements = _sqlite_statements() if is_sqlite(engine) else _postgres_statements()
-        for statement in statements:
-            _execute_ddl(connection, statement)
-        if not is_sqlite(engine):
-            _install_drop_guard(connection)
+        else:
+            metadata.create_all(connection)
+            connection.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {SCHEMA_MARKER_TABLE} (created_at TEXT)")
+        pieces = _status(connection)
+        installers = _installers(connection)
+        if any(piece.state == MISSING and piece.installer in installers for piece in pieces):
+            if is_sqlite(engine):
+                for statement in _sqlite_statements():
+                    _execute_ddl(connection, statement)
+            else:
+                _pg_install(connection)
+            pieces = _status(connection)
+    _report(pieces)
+    return pieces
+
+
+# Without these the pipeline must not load; the others (DROP guard, role privileges) are reported.
+_NEEDED_TO_LOAD = {"row triggers", "permit table", "TRUNCATE triggers", "replace functions", "break-glass function"}
+
+
+def _report(pieces: list[ProtectionPiece]) -> None:
+    missing = [piece for piece in pieces if piece.state == MISSING]
+    for piece in missing:
+        logger.warning("warehouse protection: %s missing (%s)", piece.name, piece.detail)
+    owner_pieces = [piece for piece in missing if piece.name in _NEEDED_TO_LOAD]
+    if owner_pieces:
+        names = "; ".join(f"{piece.name}: {piece.detail}" for piece in owner_pieces)
+        raise ProtectionIncomplete(
+            f"warehouse protection missing or outdated ({names}); run `dpa setup-warehouse` as the warehouse owner"
+        )
+
+
+def _sqlite_delete_with_permit(connection: Connection, partition_date: date, statement: sa.Delete) -> int:
+    grant_partition_permit(connection, partition_date)
+    removed = connection.execute(statement).rowcount
+    revoke_partition_permit(connection)
+    return removed
+
+
+def remove_partition(connection: Connection, partition_date: date) -> tuple[int, int]:
+    """Remove one day's facts and rejects inside the caller's transaction, to replace them.
+
+    On PostgreSQL the transaction must also write the day's ``loaded`` (or ``break_glass``)
+    audit row before it commits, or the commit is refused.
+
+    Args:
+        connection: a connection with an open write transaction.
+        partition_date: the day.
+
+    Returns:
+        (facts removed, rejects removed).
+    """
+    if connection.dialect.name == "sqlite":
+        return (
+            _sqlite_delete_with_permit(
+                connection, partition_date, sa.delete(facts).where(facts.c.partition_date == partition_date)
+            ),
+            _sqlite_delete_with_permit(
+                connection, partition_date, sa.delete(rejects).where(rejects.c.partition_date == partition_date)
+            ),
+        )
+    row = connection.execute(sa.text("SELECT * FROM dpa_replace_partition(:day)"), {"day": partition_date}).one()
+    return row.removed_facts, row.removed_rejects
+
+
+def remove_rejects(connection: Connection, partition_date: date, keep_validation_run_id: str | None) -> int:
+    """Remove one day's rejects except those of one validation, inside the caller's transaction.
+
+    Args:
+        connection: a connection with an open write transaction (which writes the day's audit row).
+        partition_date: the day.
+        keep_validation_run_id: the validation whose rejects stay, or None to remove all.
+
+    Returns:
+        How many rejects were removed.
+    """
+    if connection.dialect.name == "sqlite":
+        statement = sa.delete(rejects).where(rejects.c.partition_date == partition_date)
+        if keep_validation_run_id is not None:
+            statement = statement.where(rejects.c.validation_run_id != keep_validation_run_id)
+        return _sqlite_delete_with_permit(connection, partition_date, statement)
+    return connection.execute(
+        sa.text("SELECT dpa_replace_rejects(:day, :keep)"), {"day": partition_date, "keep": keep_validation_run_id}
+    ).scalar_one()
+
+
+def pg_break_glass(connection: Connection, partition_date: date, actor: str, reason: str) -> dict[str, int]:
+    """Empty one day through the owner-only function, which writes the audit row with the database user."""
+    row = connection.execute(
+        sa.text("SELECT * FROM dpa_break_glass(:day, :actor, :reason)"),
+        {"day": partition_date, "actor": actor, "reason": reason},
+    ).one()
+    return {"facts": row.removed_facts, "rejects": row.removed_rejects}
 
 
 def grant_partition_permit(connection: Connection, partition_date: date) -> None:
-    """Allow this transaction, and only it, to delete one partition of the partitioned tables."""
-    if connection.dialect.name == "sqlite":
-        connection.execute(
-            sa.text(f"INSERT INTO {PERMIT_TABLE} (table_name, partition_date) VALUES (:t, :d)"),
-            [{"t": table, "d": partition_date.isoformat()} for table in PARTITIONED_TABLES],
-        )
-    else:
-        connection.execute(
-            sa.text("SELECT set_config(:name, :value, true)"),
-            {"name": PG_PERMIT_SETTING, "value": partition_date.isoformat()},
-        )
+    """SQLite: allow this transaction, and only it, to delete one partition of the partitioned tables."""
+    if connection.dialect.name != "sqlite":
+        raise RuntimeError("on PostgreSQL a day is replaced only through dpa_replace_partition")
+    connection.execute(
+        sa.text(f"INSERT INTO {PERMIT_TABLE} (table_name, partition_date) VALUES (:t, :d)"),
+        [{"t": table, "d": partition_date.isoformat()} for table in PARTITIONED_TABLES],
+    )
 
 
 def revoke_partition_permit(connection: Connection) -> None:
-    """Remove the permit before commit (PostgreSQL's is transaction-local already)."""
+    """SQLite: remove the permit before commit."""
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(f"DELETE FROM {PERMIT_TABLE}")
