@@ -20,10 +20,11 @@ from dpa_assets.sources.generator import generate_day
 from dpa_assets.sources.payload import SOURCE_LINE
 from dpa_assets.transforms import facts_checksum, to_facts, validate_freight
 from dpa_assets.warehouse.engine import create_warehouse_engine
-from dpa_assets.warehouse.ledger import PartitionLoad, commit_partition, read_facts
+from dpa_assets.warehouse.ledger import PartitionLoad, read_facts
 from dpa_assets.warehouse.protection import ensure_schema
 from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
 from dpa_assets.warehouse.tables import facts, rejects
+from dpa_assets_tests.support.loads import commit_validated
 
 DAY = "2026-11-20"
 TEXT_COLUMNS = ("shipment_id", "waybill_number", "wagon_number", "origin_station", "destination_station")
@@ -82,7 +83,7 @@ def test_values_too_long_or_holding_nul_are_quarantined_and_the_day_loads(engine
     records[3]["customer"] = "C" * 201
     records[4]["shipment_id"] = "SHP-\x00" + "é" * 250  # the reject's own shipment_id column is String(200)
     load = load_of(received_day(records))
-    audit = commit_partition(engine, load)
+    audit = commit_validated(engine, load)
     assert (audit["rows_loaded"], audit["rows_rejected"]) == (2, 4)
     stored = stored_rejects(engine)
     assert [json.loads(row["raw_record"]) for row in stored] == records[1:5]  # whole, never truncated
@@ -173,7 +174,7 @@ def assert_stored_as_received(stored: pd.DataFrame, load: PartitionLoad, records
 
 def check_a_day(engine, records: list[dict[str, str]]) -> None:
     load = load_of(received_day(records), run_id=f"run-{random.getrandbits(32):08x}")
-    audit = commit_partition(engine, load)  # the day never fails because of a value
+    audit = commit_validated(engine, load)  # the day never fails because of a value
     stored = read_facts(engine, [date.fromisoformat(DAY)])
     assert audit["rows_received"] == len(records) == len(stored) + len(load.rejects)
     assert_stored_as_received(stored, load, records)
