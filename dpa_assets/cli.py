@@ -11,9 +11,21 @@ from pathlib import Path
 from dpa_assets.settings import ENV_LANDING_DIR
 
 
+class OperatorError(Exception):
+    """Something the operator must change; printed as one line, exit 2."""
+
+
 def _dagster_home() -> Path:
-    """Use ``DAGSTER_HOME`` or ``./.dagster_home``, and export it so every part agrees."""
+    """Use ``DAGSTER_HOME`` or ``./.dagster_home``, and export it so every part agrees.
+
+    Checks the DPA settings first: every command that builds the code location comes through here.
+    """
+    from dpa_assets.configuration import configuration_problems
     from dpa_assets.instance import install_instance_yaml
+
+    problems = configuration_problems()
+    if problems:
+        raise OperatorError("; ".join(problems))
 
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
     install_instance_yaml(home)
@@ -47,38 +59,70 @@ def run_config_for(verbose: bool, step_retry: bool) -> dict:
     """Run config of a hand-launched load: quiet unless asked, and optionally no step retries."""
     config: dict = {}
     if not verbose:
-        config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+        # dpa prints each day's outcome itself; Dagster's step logs and stack traces stay in the
+        # run's event log (the UI) and appear here with --verbose.
+        config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     if not step_retry:
         # The on-call at the keyboard wants the verdict now, not after the nightly RetryPolicy's waits.
         config["resources"] = {"freight_source": {"config": {"retry_step_on_outage": False}}}
     return config
 
 
+def _require_freight_days(days: list[date]) -> None:
+    """Refuse, before any run, a day outside the partition set (future, today, or before the start)."""
+    from dpa_assets.partitions import daily_partitions
+
+    last = daily_partitions.get_last_partition_key()
+    for day in days:
+        if not daily_partitions.has_partition_key(day.isoformat()):
+            raise OperatorError(
+                f"{day} is not a freight day: the first day is {daily_partitions.start.date()} and the last "
+                f"closed day is {last} (a day is loaded once it is over, Africa/Douala time)"
+            )
+
+
 def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool = True) -> int:
     import dagster as dg
 
     from dpa_assets.definitions import defs
-    from dpa_assets.sensors import describe_step_failure
 
+    _require_freight_days(days)
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("daily_freight_job")
-    failures = 0
-    for day in days:
+    failed_runs: dict[date, str] = {}
+    for number, day in enumerate(days, start=1):
+        print(f"[{number}/{len(days)}] {day}  loading ...", flush=True)
         result = job.execute_in_process(
             partition_key=day.isoformat(),
             instance=instance,
             raise_on_error=False,
             run_config=run_config_for(verbose, step_retry),
         )
+        print(f"[{number}/{len(days)}] {day}  {_day_outcome(defs, day, result)}", flush=True)
         if not result.success:
-            failures += 1
-            for event in result.get_step_failure_events():
-                print(f"{day}  FAILED in {describe_step_failure(event)}")
-    _print_summary(days)
-    return 1 if failures else 0
+            failed_runs[day] = result.run_id
+    _print_summary(days, failed_runs)
+    return 1 if failed_runs else 0
 
 
-def _print_summary(days: list[date]) -> None:
+def _day_outcome(defs, day: date, result) -> str:  # noqa: ANN001 - Dagster types imported lazily
+    """One line: loaded, or why not (the ledger's reason for a blocked/refused day, else the step's error)."""
+    from dpa_assets.sensors import describe_step_failure
+    from dpa_assets.warehouse.reports import latest_audit
+
+    if result.success:
+        return "loaded"
+    try:
+        audit_row = latest_audit(defs.resources["warehouse"].get_engine(), day)
+    except Exception:  # noqa: BLE001 - the warehouse itself may be the problem; the step error says why
+        audit_row = None
+    if audit_row and audit_row["run_id"] == result.run_id and audit_row["status"] in ("blocked", "refused"):
+        return f"{audit_row['status']}: {audit_row['detail']}"
+    reasons = [describe_step_failure(event) for event in result.get_step_failure_events()]
+    return "failed in " + ("; ".join(reasons) or "the run (see the Dagster UI)")
+
+
+def _print_summary(days: list[date], failed_runs: dict[date, str] | None = None) -> None:
     from dpa_assets.definitions import defs
     from dpa_assets.warehouse.reports import latest_audit, partition_counts
 
@@ -89,6 +133,8 @@ def _print_summary(days: list[date]) -> None:
         row = latest_audit(engine, day)
         counts = partition_counts(engine, day)
         status = row["status"] if row else "not run"
+        if day in (failed_runs or {}) and (row is None or row["run_id"] != failed_runs[day]):
+            status = "failed"  # failed before the warehouse recorded anything of this run
         received = row["rows_received"] if row and row["rows_received"] is not None else 0
         rejected = row["rows_rejected"] if row and row["rows_rejected"] is not None else 0
         print(f"{day.isoformat():<11} {status:<10} {received:>8} {counts['facts']:>7} {rejected:>8}")
@@ -325,13 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dpa_assets.warehouse.protection import ProtectedTableMissing
-    from dpa_assets.warehouse_record import WarehouseDiverged
-
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ProtectedTableMissing, WarehouseDiverged) as error:
+    except OperatorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        # Imported here: importing the warehouse modules builds the partition set, which needs the
+        # settings checked by the handler first.
+        from dpa_assets.warehouse.protection import ProtectedTableMissing, ProtectionIncomplete
+        from dpa_assets.warehouse_record import WarehouseDiverged
+
+        if not isinstance(error, (ProtectedTableMissing, ProtectionIncomplete, WarehouseDiverged)):
+            raise
         # The operator's next step is in the message; a traceback would only hide it.
         print(f"error: {error}", file=sys.stderr)
         return 1

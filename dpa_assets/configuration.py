@@ -1,0 +1,58 @@
+"""What is wrong with the environment a deployment runs in, said before anything is built.
+
+Read by ``dpa`` before it loads the code location, so that a bad setting is one line for the
+operator instead of a traceback from deep inside Dagster's config system. No Dagster here: the
+partition set itself is built from one of these settings.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+from dpa_assets.settings import (
+    DEFAULT_PARTITION_START,
+    DEPLOYMENTS,
+    ENV_ARCHIVE_DIR,
+    ENV_DEPLOYMENT,
+    ENV_FREIGHT_API_TOKEN,
+    ENV_FREIGHT_API_URL,
+    ENV_FREIGHT_SOURCE,
+    ENV_LANDING_DIR,
+    ENV_PARTITION_START,
+    ENV_WAREHOUSE_URL,
+    FREIGHT_SOURCES,
+)
+
+PRODUCTION_REQUIRED = (ENV_WAREHOUSE_URL, ENV_LANDING_DIR, ENV_ARCHIVE_DIR)
+API_REQUIRED = (ENV_FREIGHT_API_URL, ENV_FREIGHT_API_TOKEN)
+
+
+def configuration_problems(environ: dict[str, str] | None = None) -> list[str]:
+    """Each problem of the DPA settings, as a sentence that says what to set.
+
+    Args:
+        environ: the environment to judge (default: this process's).
+
+    Returns:
+        Problems in the order an operator fixes them; empty when the settings are usable.
+    """
+    env = os.environ if environ is None else environ
+    problems = []
+    deployment = env.get(ENV_DEPLOYMENT, "local")
+    if deployment not in DEPLOYMENTS:
+        problems.append(f"{ENV_DEPLOYMENT}={deployment!r} is unknown; allowed: {', '.join(DEPLOYMENTS)}")
+    source = env.get(ENV_FREIGHT_SOURCE, "landing")
+    if source not in FREIGHT_SOURCES:
+        problems.append(f"{ENV_FREIGHT_SOURCE}={source!r} is unknown; allowed: {', '.join(FREIGHT_SOURCES)}")
+    start = env.get(ENV_PARTITION_START, DEFAULT_PARTITION_START)
+    try:
+        date.fromisoformat(start)
+    except ValueError:
+        problems.append(f"{ENV_PARTITION_START}={start!r} is not a date in YYYY-MM-DD form")
+    required = (PRODUCTION_REQUIRED if deployment == "production" else ()) + (API_REQUIRED if source == "api" else ())
+    missing = [name for name in required if not env.get(name)]
+    if missing:
+        why = f"{ENV_DEPLOYMENT}=production" if deployment == "production" else f"{ENV_FREIGHT_SOURCE}=api"
+        problems.append(f"{why} needs {', '.join(missing)} set in the environment")
+    return problems

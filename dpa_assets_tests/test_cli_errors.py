@@ -1,0 +1,96 @@
+"""Every operator error is one clear line and a non-zero exit from ``dpa``, never a Python traceback."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from dpa_assets.sources.generator import generate_day, write_landing_file
+
+DAY = "2026-11-20"
+STACK_MARKERS = ("Traceback", "Stack Trace", 'File "')
+
+
+def _dpa(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("DPA_")}
+    clean.update({"DAGSTER_HOME": str(home), **env})
+    dpa = str(Path(sys.executable).with_name("dpa"))
+    return subprocess.run([dpa, *args], env=clean, capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_clear_line(result: subprocess.CompletedProcess, *expected: str) -> None:
+    assert result.returncode != 0
+    for marker in STACK_MARKERS:
+        assert marker not in result.stdout + result.stderr, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    for text in expected:
+        assert text in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DPA_DEPLOYMENT": "bogus"}, ("DPA_DEPLOYMENT", "local, production")),
+        ({"DPA_FREIGHT_SOURCE": "ftp"}, ("DPA_FREIGHT_SOURCE", "landing, api")),
+        ({"DPA_PARTITION_START": "26/11/2026"}, ("DPA_PARTITION_START", "YYYY-MM-DD")),
+        ({"DPA_DEPLOYMENT": "production"}, ("DPA_WAREHOUSE_URL", "DPA_LANDING_DIR", "DPA_ARCHIVE_DIR")),
+        ({"DPA_FREIGHT_SOURCE": "api"}, ("DPA_FREIGHT_API_URL", "DPA_FREIGHT_API_TOKEN")),
+    ],
+    ids=["unknown deployment", "unknown source", "bad start date", "production unset", "api unset"],
+)
+def test_bad_configuration_is_one_line(tmp_path, env, expected):
+    _assert_one_clear_line(_dpa(tmp_path / "home", "materialize", "--date", DAY, **env), *expected)
+
+
+@pytest.mark.parametrize("day", ["2030-01-01", "2025-12-31"], ids=["future", "before the start"])
+def test_a_day_outside_the_partition_set_is_one_line(tmp_path, day):
+    _assert_one_clear_line(_dpa(tmp_path / "home", "materialize", "--date", day), day, "first day")
+
+
+def test_a_missing_landing_file_says_failed_and_why_without_stack_traces(tmp_path):
+    result = _dpa(tmp_path / "home", "materialize", "--date", DAY)
+
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    for marker in STACK_MARKERS:
+        assert marker not in output, output
+    assert "no landing file for 2026-11-20" in output
+    summary = [line for line in result.stdout.splitlines() if line.startswith(DAY)]
+    assert summary and all("not run" not in line for line in summary)
+    assert "failed" in summary[-1]
+
+
+def test_a_blocked_day_says_blocked_and_why(tmp_path):
+    home = tmp_path / "home"
+    write_landing_file(home / "landing", generate_day(date.fromisoformat(DAY), rows=100, seed=3, bad_fraction=0.5))
+
+    result = _dpa(home, "materialize", "--date", DAY)
+
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    for marker in STACK_MARKERS:
+        assert marker not in output, output
+    assert "blocked" in output and "50.0%" in output and "30% rule" in output
+
+
+def test_a_dropped_protected_table_is_one_line(tmp_path):
+    home = tmp_path / "home"
+    write_landing_file(home / "landing", generate_day(date.fromisoformat(DAY), rows=50, seed=3))
+    assert _dpa(home, "materialize", "--date", DAY).returncode == 0
+    with sqlite3.connect(home / "warehouse.sqlite") as outside:
+        outside.execute("DROP TABLE freight_rejects")
+
+    for command in (("materialize", "--date", DAY), ("setup-warehouse",)):
+        result = _dpa(home, *command)
+        assert result.returncode != 0
+        output = result.stdout + result.stderr
+        for marker in STACK_MARKERS:
+            assert marker not in output, output
+        assert "freight_rejects" in output
