@@ -79,6 +79,14 @@ def raw_freight(
             description=f"Freight for {key} cannot be read: {error}. Nothing was written.",
             allow_retries=False,
         ) from error
+    except OSError as error:
+        # Nothing is loaded that is not kept first; a full disk or a bad folder needs a person.
+        raise dg.Failure(
+            description=f"Freight for {key} could not be archived in {payload_archive.root()}: "
+            f"{error.strerror or error}. Nothing was written; fix the archive folder (space, path), "
+            "then re-run the day.",
+            allow_retries=False,
+        ) from error
     context.add_output_metadata(
         {
             "source": payload.origin,

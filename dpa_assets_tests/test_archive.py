@@ -104,3 +104,21 @@ def test_a_landing_day_is_archived_under_its_full_sha256(
     archived_as = result.asset_materializations_for_node("raw_freight")[0].metadata["archived_as"].value
     assert Path(archived_as) == tmp_path / "archive" / PARTITION_KEY / f"received-{digest}.csv"
     assert Path(archived_as).read_bytes() == landing
+
+
+def test_an_archive_that_cannot_be_written_fails_the_day_in_one_line(
+    generated_day: GeneratedDay, landing_dir: Path, sqlite_url: str, tmp_path: Path, instance
+):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the archive folder should be")
+    resources = make_resources(landing_dir, sqlite_url, tmp_path)
+    resources["payload_archive"] = PayloadArchiveResource(archive_dir=str(blocker))
+
+    result = materialize(resources, PARTITION_KEY, instance)
+
+    assert not result.success
+    failure = result.get_step_failure_events()[0]
+    assert failure.step_key == "raw_freight"
+    message = failure.step_failure_data.error.message
+    assert "could not be archived" in message and str(blocker) in message
+    assert not result.asset_materializations_for_node("warehouse_facts")

@@ -35,7 +35,19 @@ def _start_worker(url: str, load_file: Path, pause_before_commit: bool) -> subpr
     return worker
 
 
+def _wait_for_killed_sessions(url: str, timeout: float = 30.0) -> None:
+    """A killed client's PostgreSQL backend lives on until it notices; it may still commit (COMMIT
+    already sent). Wait for it, so the facts and the audit row below are read after it, not across it."""
+    if not url.startswith("postgresql"):
+        return  # SQLite: the writer's locks die with its process
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    deadline = time.monotonic() + timeout
+    while scalar(url, query) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _assert_wholly_one_version(url: str, versions: dict[str, str]) -> str:
+    _wait_for_killed_sessions(url)
     engine = create_warehouse_engine(url)
     try:
         checksum = facts_checksum(read_facts(engine, [date.fromisoformat(DAY)]))
