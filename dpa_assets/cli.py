@@ -84,6 +84,7 @@ def _require_freight_days(days: list[date]) -> None:
 def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool = True) -> int:
     import dagster as dg
 
+    from dpa_assets.alerts.watch import describe_step_failure
     from dpa_assets.definitions import defs
 
     _require_freight_days(days)
@@ -271,17 +272,10 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     _dagster_home()
-    from dpa_assets.alerts.journal import read_alerts
+    from dpa_assets.alerts.report import print_alerts
     from dpa_assets.definitions import defs
 
-    journal = defs.resources["alert_journal"].path()
-    alerts = read_alerts(journal)[-args.last :]
-    for alert in alerts:
-        print(f"{alert.raised_at}  {alert.severity.upper():<7} {alert.summary}")
-        for detail in alert.details[1:]:
-            print(f"{'':28}{detail}")
-    print(f"{len(alerts)} alert(s) shown from {journal}")
-    return 0
+    return print_alerts(defs.resources["alert_journal"], args.last)
 
 
 def cmd_list_partitions(args: argparse.Namespace) -> int:

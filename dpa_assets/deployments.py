@@ -10,6 +10,7 @@ import os
 
 import dagster as dg
 
+from dpa_assets.alerts.sms import SmsGatewayResource
 from dpa_assets.intermediate_io_manager import IntermediateIOManager
 from dpa_assets.io_manager import WarehouseIOManager
 from dpa_assets.resources import (
@@ -29,6 +30,11 @@ from dpa_assets.settings import (
     ENV_FREIGHT_API_URL,
     ENV_FREIGHT_SOURCE,
     ENV_LANDING_DIR,
+    ENV_SMS_API_KEY,
+    ENV_SMS_BASE_URL,
+    ENV_SMS_RECIPIENTS,
+    ENV_SMS_SENDER,
+    ENV_SMS_USERNAME,
     ENV_WAREHOUSE_URL,
     FREIGHT_SOURCES,
 )
@@ -48,6 +54,23 @@ def current_freight_source() -> str:
     if source not in FREIGHT_SOURCES:
         raise ValueError(f"{ENV_FREIGHT_SOURCE}={source!r} is unknown; allowed: {', '.join(FREIGHT_SOURCES)}")
     return source
+
+
+def sms_gateway() -> SmsGatewayResource:
+    """The SMS gateway, bound to the ``DPA_SMS_*`` variables that are set.
+
+    ``dg.EnvVar`` keeps the key out of the definitions (the UI shows the variable's name), but an
+    unset one fails the resource; so only set variables are bound, and with none the gateway is
+    "not configured": alerts are journaled and wait, the pipeline works on embedded defaults.
+    """
+    names = {
+        "base_url": ENV_SMS_BASE_URL,
+        "username": ENV_SMS_USERNAME,
+        "api_key": ENV_SMS_API_KEY,
+        "recipients": ENV_SMS_RECIPIENTS,
+        "sender": ENV_SMS_SENDER,
+    }
+    return SmsGatewayResource(**{field: dg.EnvVar(name) for field, name in names.items() if os.environ.get(name)})
 
 
 def build_resources(deployment: str, freight_source: str = "landing") -> dict[str, object]:
@@ -82,6 +105,7 @@ def build_resources(deployment: str, freight_source: str = "landing") -> dict[st
         "warehouse": warehouse,
         "validation_policy": ValidationPolicyResource(),
         "alert_journal": AlertJournalResource(),
+        "sms_gateway": sms_gateway(),
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
         "io_manager": IntermediateIOManager(),
     }

@@ -16,11 +16,13 @@ from sqlalchemy.engine import Engine
 
 from dpa_assets.settings import (
     DEFAULT_MAX_REJECTION_RATE,
+    DEFAULT_UI_BASE_URL,
     ENV_ALERT_JOURNAL,
     ENV_ARCHIVE_DIR,
     ENV_FREIGHT_API_TOKEN,
     ENV_FREIGHT_API_URL,
     ENV_LANDING_DIR,
+    ENV_UI_BASE_URL,
     ENV_WAREHOUSE_URL,
 )
 from dpa_assets.sources.archive import DayArchive
@@ -130,8 +132,18 @@ class AlertJournalResource(dg.ConfigurableResource):
         description=f"Journal file; default ${ENV_ALERT_JOURNAL} or <DAGSTER_HOME>/alerts/journal.jsonl",
     )
 
+    ui_base_url: str | None = Field(
+        default=None,
+        description=f"Dagster UI root for the run links in alerts; default ${ENV_UI_BASE_URL} or {DEFAULT_UI_BASE_URL}",
+    )
+
     def path(self) -> Path:
         return Path(self.journal_file or os.environ.get(ENV_ALERT_JOURNAL) or local_home() / "alerts" / "journal.jsonl")
+
+    def run_link(self, run_id: str) -> str:
+        """The run's page in the Dagster UI."""
+        base = self.ui_base_url or os.environ.get(ENV_UI_BASE_URL) or DEFAULT_UI_BASE_URL
+        return f"{base.rstrip('/')}/runs/{run_id}"
 
 
 class PayloadArchiveResource(dg.ConfigurableResource):

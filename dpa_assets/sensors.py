@@ -1,66 +1,66 @@
-"""Sensors: a failed freight run becomes an alert in the journal (and, later, an SMS)."""
+"""Sensors: every failure becomes an alert in the journal first, then an SMS.
+
+A plain sensor with its own cursor (the last update time of the finished runs it has read)
+rather than a ``run_failure_sensor``: that one starts from "now" on its first tick and so never
+sees failures from before the daemon ran; it also misses failed checks in successful runs.
+Without a cursor (first tick, or reset) this one starts from the journal's last handled run.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import datetime
 
 import dagster as dg
 
-from dpa_assets.alerts.journal import Alert, append_alert
+from dpa_assets.alerts.delivery import deliver_pending
+from dpa_assets.alerts.journal import append_alert, read_alerts
+from dpa_assets.alerts.sms import SmsGatewayResource
+from dpa_assets.alerts.watch import alerts_for_run, finished_runs_since
 from dpa_assets.resources import AlertJournalResource
 
-PARTITION_TAG = "dagster/partition"
+RUNS_PER_TICK = 100
 
 
-def describe_step_failure(event: dg.DagsterEvent) -> str:
-    """``step: first line of the error``, without the exception's module path in front."""
-    error = getattr(event.event_specific_data, "error", None)
-    message = error.message.strip().splitlines()[0] if error is not None and error.message else "failed"
-    # "dagster._core.definitions.events.Failure: Freight for ..." -> "Freight for ..."
-    prefix, separator, rest = message.partition(": ")
-    if separator and "." in prefix and " " not in prefix:
-        message = rest
-    return f"{event.step_key}: {message}"
+def parse_cursor(cursor: str | None) -> float | None:
+    """The update time of the last run read, or None (no cursor, or one from an older sensor)."""
+    try:
+        return float(json.loads(cursor or "")["runs_updated_after"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
-def alert_for_failed_run(run: dg.DagsterRun, step_failures: list[dg.DagsterEvent]) -> Alert:
-    """Describe a failed run in the words the on-call needs.
-
-    Args:
-        run: the failed run.
-        step_failures: its STEP_FAILURE events.
-
-    Returns:
-        The alert, with a one-line summary and a line per failed step.
-    """
-    partition = run.tags.get(PARTITION_TAG)
-    details = [describe_step_failure(event) for event in step_failures]
-    day = f" for {partition}" if partition else ""
-    first = details[0] if details else "the run failed before any step"
-    return Alert(
-        raised_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        severity="error",
-        job=run.job_name,
-        run_id=run.run_id,
-        partition=partition,
-        summary=f"DPA {run.job_name}{day} FAILED: {first}"[:300],
-        details=details,
-    )
+def last_handled_run(alerts_journal: AlertJournalResource) -> float | None:
+    """When the latest failure already in the journal happened: where a cursor-less tick resumes."""
+    times = [
+        datetime.fromisoformat(a.occurred_at).timestamp() for a in read_alerts(alerts_journal.path()) if a.occurred_at
+    ]
+    return max(times, default=None)
 
 
-# Every failed run alerts: the nightly job, the freshness job, a partition materialized by hand
-# from the UI (Dagster's ad-hoc asset job) and `dpa materialize` runs. The last are executed in
-# process and carry no code-location origin, which only monitor_all_code_locations matches; a DPA
-# instance holds nothing but this code location, so "all" is exactly what must be watched.
-@dg.run_failure_sensor(
+@dg.sensor(
     name="freight_failure_alert_sensor",
-    monitor_all_code_locations=True,
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Archives every failed run (nightly, freshness, hand-launched) as an alert in the journal.",
+    description="Journals every failed run, blocked day and failed freshness check, then sends it by SMS.",
 )
-def freight_failure_alert_sensor(context: dg.RunFailureSensorContext, alert_journal: AlertJournalResource) -> None:
-    """Journal the failure, so nothing depends on someone watching the UI at 3 a.m."""
-    alert = alert_for_failed_run(context.dagster_run, context.get_step_failure_events())
-    append_alert(alert_journal.path(), alert)
-    context.log.info(f"alert journaled: {alert.summary}")
+def freight_failure_alert_sensor(
+    context: dg.SensorEvaluationContext, alert_journal: AlertJournalResource, sms_gateway: SmsGatewayResource
+) -> dg.SkipReason:
+    """Journal first (nothing depends on someone watching the UI at 3 a.m.), then deliver."""
+    journal = alert_journal.path()
+    after = parse_cursor(context.cursor)
+    if after is None:
+        after = last_handled_run(alert_journal)
+    new = 0
+    for record in finished_runs_since(context.instance, after, RUNS_PER_TICK):
+        for alert in alerts_for_run(context.instance, record, alert_journal.run_link):
+            if append_alert(journal, alert):
+                new += 1
+                context.log.info(f"alert journaled: {alert.summary}")
+        after = max(after or 0.0, record.update_timestamp.timestamp())
+    if after is not None:
+        # Saved only when the tick ends: a crash re-reads these runs, and the journal's keys dedupe.
+        context.update_cursor(json.dumps({"runs_updated_after": after}))
+    report = deliver_pending(journal, sms_gateway, context.log)
+    return dg.SkipReason(f"{new} new alert(s); {report}")

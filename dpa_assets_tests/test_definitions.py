@@ -51,6 +51,7 @@ def test_every_deployment_builds(deployment):
         "warehouse",
         "validation_policy",
         "alert_journal",
+        "sms_gateway",
         "warehouse_io_manager",
         "io_manager",
     }
