@@ -37,6 +37,18 @@ def local_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home")
 
 
+def configured(value: str | None) -> str | None:
+    """A field's value. Outside a run (``dpa`` reads ``defs``) an ``EnvVar`` field still holds the
+    variable's name, not its value: read it here, and refuse an unset one rather than use a default.
+    """
+    if not isinstance(value, dg.EnvVar):
+        return value
+    resolved = value.get_value()
+    if not resolved:
+        raise ValueError(f"{value.env_var_name} is not set; this deployment requires it")
+    return resolved
+
+
 class FreightSource(dg.ConfigurableResource, ABC):
     """Delivers one day of freight movements as received bytes, and parses them."""
 
@@ -66,7 +78,7 @@ class LandingDirSource(FreightSource):
     )
 
     def resolved_dir(self) -> Path:
-        return Path(self.landing_dir or os.environ.get(ENV_LANDING_DIR) or local_home() / "landing")
+        return Path(configured(self.landing_dir) or os.environ.get(ENV_LANDING_DIR) or local_home() / "landing")
 
     def fetch_day(self, partition_key: str, archive: DayArchive | None = None) -> ReceivedPayload:
         # The file is the payload: raw_freight archives it whole, there are no responses to keep.
@@ -131,7 +143,8 @@ class AlertJournalResource(dg.ConfigurableResource):
     )
 
     def path(self) -> Path:
-        return Path(self.journal_file or os.environ.get(ENV_ALERT_JOURNAL) or local_home() / "alerts" / "journal.jsonl")
+        default = local_home() / "alerts" / "journal.jsonl"
+        return Path(configured(self.journal_file) or os.environ.get(ENV_ALERT_JOURNAL) or default)
 
 
 class PayloadArchiveResource(dg.ConfigurableResource):
@@ -142,7 +155,7 @@ class PayloadArchiveResource(dg.ConfigurableResource):
     )
 
     def root(self) -> Path:
-        return Path(self.archive_dir or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive")
+        return Path(configured(self.archive_dir) or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive")
 
     def for_day(self, partition_key: str) -> DayArchive:
         """The day's folder, which the source fills with every response as it arrives."""
@@ -175,7 +188,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def resolved_url(self) -> str:
         if self.url:
-            return self.url
+            return configured(self.url)
         if os.environ.get(ENV_WAREHOUSE_URL):
             return os.environ[ENV_WAREHOUSE_URL]
         home = local_home()
