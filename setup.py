@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Nightly rail freight load into the data warehouse, as a Dagster code location",
     packages=find_packages(exclude=["dpa_assets_tests", "dpa_assets_tests.*"]),
-    package_data={"dpa_assets": ["reference/*.csv", "warehouse/sql/*.sql", "instance/dagster.yaml"]},
+    package_data={"dpa_assets": ["reference/*.csv", "warehouse/sql/*.sql", "instance/*.yaml"]},
     python_requires=">=3.11",
     install_requires=[
         "dagster==1.13.27",

@@ -84,7 +84,6 @@ def _require_freight_days(days: list[date]) -> None:
 def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool = True) -> int:
     import dagster as dg
 
-    from dpa_assets.alerts.watch import describe_step_failure
     from dpa_assets.definitions import defs
 
     _require_freight_days(days)
@@ -108,7 +107,7 @@ def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool 
 
 def _day_outcome(defs, day: date, result) -> str:  # noqa: ANN001 - Dagster types imported lazily
     """One line: loaded, or why not (the ledger's reason for a blocked/refused day, else the step's error)."""
-    from dpa_assets.sensors import describe_step_failure
+    from dpa_assets.alerts.watch import describe_step_failure
     from dpa_assets.warehouse.reports import latest_audit
 
     if result.success:

@@ -39,6 +39,18 @@ def local_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home")
 
 
+def configured(value: str | None) -> str | None:
+    """A field's value. Outside a run (``dpa`` reads ``defs``) an ``EnvVar`` field still holds the
+    variable's name, not its value: read it here, and refuse an unset one rather than use a default.
+    """
+    if not isinstance(value, dg.EnvVar):
+        return value
+    resolved = value.get_value()
+    if not resolved:
+        raise ValueError(f"{value.env_var_name} is not set; this deployment requires it")
+    return resolved
+
+
 class FreightSource(dg.ConfigurableResource, ABC):
     """Delivers one day of freight movements as received bytes, and parses them."""
 
@@ -68,7 +80,7 @@ class LandingDirSource(FreightSource):
     )
 
     def resolved_dir(self) -> Path:
-        return Path(self.landing_dir or os.environ.get(ENV_LANDING_DIR) or local_home() / "landing")
+        return Path(configured(self.landing_dir) or os.environ.get(ENV_LANDING_DIR) or local_home() / "landing")
 
     def fetch_day(self, partition_key: str, archive: DayArchive | None = None) -> ReceivedPayload:
         # The file is the payload: raw_freight archives it whole, there are no responses to keep.
@@ -138,7 +150,8 @@ class AlertJournalResource(dg.ConfigurableResource):
     )
 
     def path(self) -> Path:
-        return Path(self.journal_file or os.environ.get(ENV_ALERT_JOURNAL) or local_home() / "alerts" / "journal.jsonl")
+        default = local_home() / "alerts" / "journal.jsonl"
+        return Path(configured(self.journal_file) or os.environ.get(ENV_ALERT_JOURNAL) or default)
 
     def run_link(self, run_id: str) -> str:
         """The run's page in the Dagster UI."""
@@ -154,7 +167,7 @@ class PayloadArchiveResource(dg.ConfigurableResource):
     )
 
     def root(self) -> Path:
-        return Path(self.archive_dir or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive")
+        return Path(configured(self.archive_dir) or os.environ.get(ENV_ARCHIVE_DIR) or local_home() / "archive")
 
     def for_day(self, partition_key: str) -> DayArchive:
         """The day's folder, which the source fills with every response as it arrives."""
@@ -187,7 +200,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def resolved_url(self) -> str:
         if self.url:
-            return self.url
+            return configured(self.url)
         if os.environ.get(ENV_WAREHOUSE_URL):
             return os.environ[ENV_WAREHOUSE_URL]
         home = local_home()
