@@ -21,11 +21,11 @@ def _dagster_home() -> Path:
     Checks the DPA settings first: every command that builds the code location comes through here.
     """
     from dpa_assets.configuration import configuration_problems
-    from dpa_assets.instance import install_instance_yaml
 
     problems = configuration_problems()
     if problems:
         raise OperatorError("; ".join(problems))
+    from dpa_assets.instance import install_instance_yaml
 
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
     install_instance_yaml(home)

@@ -15,23 +15,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dpa_assets import assets, checks
+from dpa_assets import assets
 from dpa_assets.sources.generator import generate_day, write_landing_file
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import LoadRefused, commit_partition
 from dpa_assets.warehouse.protection import ensure_schema
 from dpa_assets_tests.support.loads import commit_validated, prepared_load
 from dpa_assets_tests.support.warehouse import rows, snapshot
+from dpa_assets_tests.test_assets import ALL_ASSETS
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_ASSETS = [
-    assets.raw_freight,
-    assets.validated_freight,
-    assets.warehouse_facts,
-    checks.rejection_rate,
-    checks.facts_reconcile_with_audit,
-    checks.shipment_ids_unique_across_facts,
-]
 
 
 def _write_day(landing_dir: Path, key: str, bad_fraction: float, seed: int = 3) -> None:

@@ -6,10 +6,11 @@ schedules in PostgreSQL (``DAGSTER_PG_*``; docs/deployment.md).
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
-from dpa_assets.deployments import current_deployment
+from dpa_assets.settings import ENV_DEPLOYMENT
 
 INSTANCE_FILE = "dagster.yaml"
 SHIPPED_FILES = {"local": "dagster.yaml", "production": "dagster.production.yaml"}
@@ -33,7 +34,8 @@ def install_instance_yaml(home: Path) -> Path:
     Returns:
         The path of the home's ``dagster.yaml``.
     """
-    text = instance_yaml(current_deployment())
+    # Read here rather than through deployments.py: installing a file must not build the code location.
+    text = instance_yaml(os.environ.get(ENV_DEPLOYMENT, "local"))
     home.mkdir(parents=True, exist_ok=True)
     target = home / INSTANCE_FILE
     if not target.exists():
