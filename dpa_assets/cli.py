@@ -54,7 +54,9 @@ def run_config_for(verbose: bool, step_retry: bool) -> dict:
     return config
 
 
-def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool = True) -> int:
+def _materialize_days(
+    days: list[date], verbose: bool = False, step_retry: bool = True, summary_days: list[date] | None = None
+) -> int:
     import dagster as dg
 
     from dpa_assets.definitions import defs
@@ -63,7 +65,9 @@ def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool 
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("daily_freight_job")
     failures = 0
-    for day in days:
+    for number, day in enumerate(days, start=1):
+        if summary_days is not None:
+            print(f"{day}  loading ({number}/{len(days)})...", flush=True)
         result = job.execute_in_process(
             partition_key=day.isoformat(),
             instance=instance,
@@ -74,7 +78,9 @@ def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool 
             failures += 1
             for event in result.get_step_failure_events():
                 print(f"{day}  FAILED in {describe_step_failure(event)}")
-    _print_summary(days)
+        elif summary_days is not None:
+            print(f"{day}  done", flush=True)
+    _print_summary(summary_days or days)
     return 1 if failures else 0
 
 
@@ -238,6 +244,86 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recovery_parts() -> tuple:
+    """The instance, the definitions' resources and a warehouse engine that installs nothing."""
+    import dagster as dg
+
+    from dpa_assets.definitions import defs
+    from dpa_assets.warehouse.engine import create_warehouse_engine
+
+    warehouse = defs.resources["warehouse"]
+    engine = create_warehouse_engine(warehouse.resolved_url(), warehouse.lock_timeout_seconds)
+    return dg.DagsterInstance.get(), defs, warehouse, engine
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Read-only: print one line per finding; exit 1 when something needs attention."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
+    if not (home / "dagster.yaml").exists():
+        print(f"PROBLEM no Dagster home at {home} (run dpa setup-warehouse or make ui first)")
+        return 1
+    os.environ["DAGSTER_HOME"] = str(home)
+    from dpa_assets.recovery import doctor
+
+    instance, defs, warehouse, engine = _recovery_parts()
+    policy = defs.resources["recovery_policy"]
+    checks = [
+        doctor.daemon_findings(instance, doctor.now_utc()),
+        doctor.instigator_findings(instance, defs),
+        doctor.zombie_findings(instance, policy),
+    ]
+    if doctor.warehouse_set_up(engine):
+        days = _recent_days(args.days, None)
+        checks.append(doctor.day_findings(instance, engine, warehouse.display_url(), days))
+        checks.append(doctor.protection_findings(engine))
+    else:
+        checks.append(([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], []))
+    checks.append(doctor.alert_findings(defs.resources["alert_journal"].path()))
+    engine.dispose()
+    problems = [line for found, _ in checks for line in found]
+    for found, notes in checks:
+        for line in found:
+            print(f"PROBLEM {line}")
+        for line in notes:
+            print(f"ok      {line}")
+    print(f"{len(problems)} problem(s)" if problems else "healthy")
+    return 1 if problems else 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """The cold-restart runbook: fail zombie runs, then re-load the recent days the ledger lacks."""
+    _dagster_home()
+    from dpa_assets.recovery.catchup import HELD, RELOAD, read_day_states, runs_by_day
+    from dpa_assets.recovery.zombies import detect_zombies, fail_zombies
+
+    instance, defs, _warehouse, engine = _recovery_parts()
+    zombies = detect_zombies(instance, defs.resources["recovery_policy"])
+    for zombie in zombies:
+        verb = "would fail" if args.dry_run else "failing"
+        print(f"{verb} zombie run {zombie.run_id} ({zombie.partition or 'no day'}): {zombie.reason}")
+    if not args.dry_run:
+        fail_zombies(instance, zombies, defs.resources["alert_journal"].path())
+    days = _recent_days(args.days, None)
+    states = read_day_states(engine, days)
+    engine.dispose()
+    in_flight, _ = runs_by_day(instance, days)
+    to_load = []
+    for state in states:
+        if state.day in in_flight:
+            print(f"{state.day}  {state.state:<11} skipped: a run for this day is queued or running")
+        elif state.state in RELOAD:
+            to_load.append(state.day)
+            print(f"{state.day}  {state.state:<11} {'would re-load' if args.dry_run else 're-load'}")
+        elif state.state in HELD:
+            print(f"{state.day}  {state.state:<11} not retried: {state.detail[:160]}")
+        else:
+            print(f"{state.day}  {state.state:<11} nothing to do")
+    if args.dry_run or not to_load:
+        print("dry run: nothing changed" if args.dry_run else "no day to re-load")
+        return 0
+    return _materialize_days(to_load, args.verbose, step_retry=False, summary_days=days)
+
+
 def cmd_list_partitions(args: argparse.Namespace) -> int:
     from dpa_assets.partitions import daily_partitions
 
@@ -314,6 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = commands.add_parser("alerts", help="print the latest failure alerts from the journal")
     alerts.add_argument("--last", type=int, default=20)
     alerts.set_defaults(handler=cmd_alerts)
+
+    doctor = commands.add_parser("doctor", help="read-only health report; exit 1 when something needs attention")
+    doctor.add_argument("--days", type=int, default=7, help="recent days to compare (default 7)")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    recover = commands.add_parser(
+        "recover", help="fail zombie runs, then re-load recent days missing, failed or refused in the ledger"
+    )
+    recover.add_argument("--days", type=int, default=3, help="recent days to consider (default 3)")
+    recover.add_argument("--dry-run", action="store_true", help="print the plan only")
+    recover.set_defaults(handler=cmd_recover)
 
     partitions = commands.add_parser("list-partitions", help="print the most recent partition keys")
     partitions.add_argument("--last", type=int, default=7)
