@@ -244,15 +244,18 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recovery_parts() -> tuple:
-    """The instance, the definitions' resources and a warehouse engine that installs nothing."""
+def _recovery_parts(read_only: bool) -> tuple:
+    """The instance, the definitions, the warehouse resource and an engine (one that installs nothing if read-only)."""
     import dagster as dg
 
     from dpa_assets.definitions import defs
     from dpa_assets.warehouse.engine import create_warehouse_engine
 
     warehouse = defs.resources["warehouse"]
-    engine = create_warehouse_engine(warehouse.resolved_url(), warehouse.lock_timeout_seconds)
+    if read_only:
+        engine = create_warehouse_engine(warehouse.resolved_url(), warehouse.lock_timeout_seconds)
+    else:
+        engine = warehouse.get_engine()  # sets up a warehouse a killed first run never reached
     return dg.DagsterInstance.get(), defs, warehouse, engine
 
 
@@ -265,7 +268,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     os.environ["DAGSTER_HOME"] = str(home)
     from dpa_assets.recovery import doctor
 
-    instance, defs, warehouse, engine = _recovery_parts()
+    instance, defs, warehouse, engine = _recovery_parts(read_only=True)
     policy = defs.resources["recovery_policy"]
     checks = [
         doctor.daemon_findings(instance, doctor.now_utc()),
@@ -293,10 +296,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_recover(args: argparse.Namespace) -> int:
     """The cold-restart runbook: fail zombie runs, then re-load the recent days the ledger lacks."""
     _dagster_home()
-    from dpa_assets.recovery.catchup import HELD, RELOAD, read_day_states, runs_by_day
+    from dpa_assets.recovery.catchup import HELD, MISSING, RELOAD, DayState, read_day_states, runs_by_day
+    from dpa_assets.recovery.doctor import warehouse_set_up
     from dpa_assets.recovery.zombies import detect_zombies, fail_zombies
 
-    instance, defs, _warehouse, engine = _recovery_parts()
+    instance, defs, _warehouse, engine = _recovery_parts(read_only=args.dry_run)
     zombies = detect_zombies(instance, defs.resources["recovery_policy"])
     for zombie in zombies:
         verb = "would fail" if args.dry_run else "failing"
@@ -304,8 +308,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if not args.dry_run:
         fail_zombies(instance, zombies, defs.resources["alert_journal"].path())
     days = _recent_days(args.days, None)
-    states = read_day_states(engine, days)
-    engine.dispose()
+    if warehouse_set_up(engine):
+        states = read_day_states(engine, days)
+    else:  # only a dry run gets here: a real one sets the warehouse up first
+        states = [DayState(day, MISSING, "warehouse not set up") for day in days]
     in_flight, _ = runs_by_day(instance, days)
     to_load = []
     for state in states:

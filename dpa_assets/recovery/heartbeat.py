@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
 import os
 import socket
 import threading
@@ -37,14 +36,15 @@ class Heartbeat:
 
 
 def worker_pid() -> int:
-    """The process that holds the run: this one, or the run worker that spawned this step process.
+    """The process doing the run's work: this one.
 
-    Dagster's multiprocess executor starts each step with the ``spawn`` method, so a step's parent is
-    the run worker; killing the run worker is what leaves a run STARTED. In-process runs
-    (``dpa materialize``, the in-process executor) hold the run in this very process.
+    ``daily_freight_job`` runs in one process (in-process executor), as do ``dpa materialize``
+    runs, so this is the run worker. Not the multiprocessing parent: a run worker's parent is the
+    code server, which serves every other run and sensor. Under the multiprocess executor (UI
+    asset selections) it is the step's process; a step orphaned by a killed run worker stops
+    beating when it ends, and the heartbeat's age then decides.
     """
-    parent = multiprocessing.parent_process()
-    return parent.pid if parent is not None and parent.pid else os.getpid()
+    return os.getpid()
 
 
 def heartbeat_tags(now: datetime, host: str | None = None, pid: int | None = None) -> dict[str, str]:
