@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from dpa_assets.alerts.journal import read_alerts
 from dpa_assets.recovery.catchup import (
@@ -198,3 +199,26 @@ def test_catch_up_sensor_requests_missing_and_failed_days_only(instance, sqlite_
     # The failed day was just tried (its run failed again, e.g. no file yet): it waits out the backoff.
     _add_run(instance, dg.DagsterRunStatus.FAILURE, {"dagster/partition": failed.isoformat()})
     assert tick() == [missing.isoformat()]
+
+
+def test_doctor_without_a_dagster_home_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    from dpa_assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "nowhere"))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("PROBLEM no Dagster home")
+    assert not (tmp_path / "nowhere").exists()  # read-only: nothing created
+
+
+def test_recover_dry_run_plans_without_changing_anything(tmp_path, monkeypatch, capsys):
+    from dpa_assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DPA_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    assert main(["recover", "--days", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("would re-load") == 2 and "dry run: nothing changed" in out
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    assert sa.inspect(engine).get_table_names() == []  # the dry run set nothing up
+    engine.dispose()
