@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from dpa_assets.partitions import daily_partitions, require_known_partition
+from dpa_assets.recovery.heartbeat import beating
 from dpa_assets.resources import (
     FreightSource,
     PayloadArchiveResource,
@@ -50,6 +51,7 @@ RAW_FREIGHT_RETRY_POLICY = dg.RetryPolicy(
 
 
 @dg.asset(partitions_def=daily_partitions, group_name=GROUP, retry_policy=RAW_FREIGHT_RETRY_POLICY)
+@beating
 def raw_freight(
     context: dg.AssetExecutionContext,
     freight_source: FreightSource,
@@ -101,6 +103,7 @@ def raw_freight(
 
 
 @dg.asset(partitions_def=daily_partitions, group_name=GROUP)
+@beating
 def validated_freight(
     context: dg.AssetExecutionContext,
     raw_freight: pd.DataFrame,
@@ -169,6 +172,7 @@ def validation_metadata(outcome: ValidationOutcome) -> dict[str, dg.MetadataValu
 
 
 @dg.asset(partitions_def=daily_partitions, group_name=GROUP, io_manager_key="warehouse_io_manager")
+@beating
 def warehouse_facts(
     context: dg.AssetExecutionContext, validated_freight: ValidationOutcome, warehouse: WarehouseResource
 ) -> PartitionLoad:

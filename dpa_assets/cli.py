@@ -81,7 +81,9 @@ def _require_freight_days(days: list[date]) -> None:
             )
 
 
-def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool = True) -> int:
+def _materialize_days(
+    days: list[date], verbose: bool = False, step_retry: bool = True, summary_days: list[date] | None = None
+) -> int:
     import dagster as dg
 
     from dpa_assets.definitions import defs
@@ -101,7 +103,7 @@ def _materialize_days(days: list[date], verbose: bool = False, step_retry: bool 
         print(f"[{number}/{len(days)}] {day}  {_day_outcome(defs, day, result)}", flush=True)
         if not result.success:
             failed_runs[day] = result.run_id
-    _print_summary(days, failed_runs)
+    _print_summary(summary_days or days, failed_runs)
     return 1 if failed_runs else 0
 
 
@@ -277,6 +279,92 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return print_alerts(defs.resources["alert_journal"], args.last)
 
 
+def _recovery_parts(read_only: bool) -> tuple:
+    """The instance, the definitions, the warehouse resource and an engine (one that installs nothing if read-only)."""
+    import dagster as dg
+
+    from dpa_assets.definitions import defs
+    from dpa_assets.warehouse.engine import create_warehouse_engine
+
+    warehouse = defs.resources["warehouse"]
+    if read_only:
+        engine = create_warehouse_engine(warehouse.resolved_url(), warehouse.lock_timeout_seconds)
+    else:
+        engine = warehouse.get_engine()  # sets up a warehouse a killed first run never reached
+    return dg.DagsterInstance.get(), defs, warehouse, engine
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Read-only: print one line per finding; exit 1 when something needs attention."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
+    if not (home / "dagster.yaml").exists():
+        print(f"PROBLEM no Dagster home at {home} (run dpa setup-warehouse or make ui first)")
+        return 1
+    os.environ["DAGSTER_HOME"] = str(home)
+    from dpa_assets.recovery import doctor
+
+    instance, defs, warehouse, engine = _recovery_parts(read_only=True)
+    policy = defs.resources["recovery_policy"]
+    checks = [
+        doctor.daemon_findings(instance, doctor.now_utc()),
+        doctor.instigator_findings(instance, defs),
+        doctor.zombie_findings(instance, policy),
+    ]
+    if doctor.warehouse_set_up(engine):
+        days = _recent_days(args.days, None)
+        checks.append(doctor.day_findings(instance, engine, warehouse.display_url(), days))
+        checks.append(doctor.protection_findings(engine))
+    else:
+        checks.append(([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], []))
+    checks.append(doctor.alert_findings(defs.resources["alert_journal"].path()))
+    engine.dispose()
+    problems = [line for found, _ in checks for line in found]
+    for found, notes in checks:
+        for line in found:
+            print(f"PROBLEM {line}")
+        for line in notes:
+            print(f"ok      {line}")
+    print(f"{len(problems)} problem(s)" if problems else "healthy")
+    return 1 if problems else 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """The cold-restart runbook: fail zombie runs, then re-load the recent days the ledger lacks."""
+    _dagster_home()
+    from dpa_assets.recovery.catchup import HELD, MISSING, RELOAD, DayState, read_day_states, runs_by_day
+    from dpa_assets.recovery.doctor import warehouse_set_up
+    from dpa_assets.recovery.zombies import detect_zombies, fail_zombies
+
+    instance, defs, _warehouse, engine = _recovery_parts(read_only=args.dry_run)
+    zombies = detect_zombies(instance, defs.resources["recovery_policy"])
+    for zombie in zombies:
+        verb = "would fail" if args.dry_run else "failing"
+        print(f"{verb} zombie run {zombie.run_id} ({zombie.partition or 'no day'}): {zombie.reason}")
+    if not args.dry_run:
+        fail_zombies(instance, zombies, defs.resources["alert_journal"].path())
+    days = _recent_days(args.days, None)
+    if warehouse_set_up(engine):
+        states = read_day_states(engine, days)
+    else:  # only a dry run gets here: a real one sets the warehouse up first
+        states = [DayState(day, MISSING, "warehouse not set up") for day in days]
+    in_flight, _ = runs_by_day(instance, days)
+    to_load = []
+    for state in states:
+        if state.day in in_flight:
+            print(f"{state.day}  {state.state:<11} skipped: a run for this day is queued or running")
+        elif state.state in RELOAD:
+            to_load.append(state.day)
+            print(f"{state.day}  {state.state:<11} {'would re-load' if args.dry_run else 're-load'}")
+        elif state.state in HELD:
+            print(f"{state.day}  {state.state:<11} not retried: {state.detail[:160]}")
+        else:
+            print(f"{state.day}  {state.state:<11} nothing to do")
+    if args.dry_run or not to_load:
+        print("dry run: nothing changed" if args.dry_run else "no day to re-load")
+        return 0
+    return _materialize_days(to_load, args.verbose, step_retry=False, summary_days=days)
+
+
 def cmd_list_partitions(args: argparse.Namespace) -> int:
     from dpa_assets.partitions import daily_partitions
 
@@ -353,6 +441,17 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = commands.add_parser("alerts", help="print the latest failure alerts from the journal")
     alerts.add_argument("--last", type=int, default=20)
     alerts.set_defaults(handler=cmd_alerts)
+
+    doctor = commands.add_parser("doctor", help="read-only health report; exit 1 when something needs attention")
+    doctor.add_argument("--days", type=int, default=7, help="recent days to compare (default 7)")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    recover = commands.add_parser(
+        "recover", help="fail zombie runs, then re-load recent days missing, failed or refused in the ledger"
+    )
+    recover.add_argument("--days", type=int, default=3, help="recent days to consider (default 3)")
+    recover.add_argument("--dry-run", action="store_true", help="print the plan only")
+    recover.set_defaults(handler=cmd_recover)
 
     partitions = commands.add_parser("list-partitions", help="print the most recent partition keys")
     partitions.add_argument("--last", type=int, default=7)

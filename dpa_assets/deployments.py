@@ -13,6 +13,7 @@ import dagster as dg
 from dpa_assets.alerts.sms import SmsGatewayResource
 from dpa_assets.intermediate_io_manager import IntermediateIOManager
 from dpa_assets.io_manager import WarehouseIOManager
+from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.resources import (
     AlertJournalResource,
     FreightSource,
@@ -106,6 +107,7 @@ def build_resources(deployment: str, freight_source: str = "landing") -> dict[st
         "validation_policy": ValidationPolicyResource(),
         "alert_journal": AlertJournalResource(),
         "sms_gateway": sms_gateway(),
+        "recovery_policy": RecoveryPolicyResource(),
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
         "io_manager": IntermediateIOManager(),
     }

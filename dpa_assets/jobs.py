@@ -12,6 +12,10 @@ daily_freight_job = dg.define_asset_job(
     # The freshness check judges the clock, not a partition: it has its own morning job.
     selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.checks(yesterday_loaded_by_six),
     description="Fetch, validate and commit one day of freight movements, with its checks.",
+    # One process per run: the run's worker PID (recovery/heartbeat.py) is the process doing the
+    # work, and killing it leaves no orphaned step writing on. Three chained steps gain nothing
+    # from a process each.
+    executor_def=dg.in_process_executor,
 )
 
 freshness_check_job = dg.define_asset_job(

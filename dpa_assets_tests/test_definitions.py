@@ -25,7 +25,11 @@ def test_code_location_contents_are_pinned():
         "daily_freight_schedule",
         "freshness_check_schedule",
     ]
-    assert [sensor.name for sensor in defs.sensors] == ["freight_failure_alert_sensor"]
+    assert [sensor.name for sensor in defs.sensors] == [
+        "freight_failure_alert_sensor",
+        "zombie_run_reconciler_sensor",
+        "freight_catch_up_sensor",
+    ]
     check_keys = defs.resolve_asset_graph().asset_check_keys
     assert {(key.asset_key.to_user_string(), key.name) for key in check_keys} == {
         ("validated_freight", "rejection_rate"),
@@ -52,6 +56,7 @@ def test_every_deployment_builds(deployment):
         "validation_policy",
         "alert_journal",
         "sms_gateway",
+        "recovery_policy",
         "warehouse_io_manager",
         "io_manager",
     }

@@ -1,0 +1,1 @@
+"""Zombie runs and catch-up: find runs whose worker died, fail them, and load the days they missed."""

@@ -1,0 +1,224 @@
+"""Zombie runs and catch-up: the pure rules, the heartbeat of a real run, and both sensors on a real instance."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from dpa_assets.alerts.journal import read_alerts
+from dpa_assets.recovery.catchup import (
+    FAILED,
+    MISSING,
+    DayState,
+    days_to_request,
+    due_days,
+    ledger_state,
+)
+from dpa_assets.recovery.heartbeat import heartbeat_tags, read_heartbeat
+from dpa_assets.recovery.policy import RecoveryPolicyResource
+from dpa_assets.recovery.sensors import freight_catch_up_sensor, zombie_run_reconciler_sensor
+from dpa_assets.recovery.zombies import RunView, find_zombies, pid_alive
+from dpa_assets.resources import AlertJournalResource, WarehouseResource
+from dpa_assets.transforms import REJECT_COLUMNS
+from dpa_assets.warehouse.ledger import BLOCKED, record_failed_attempt, record_validation
+from dpa_assets_tests.test_assets import materialize
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+POLICY = RecoveryPolicyResource()
+HOST = "this-host"
+
+
+def _run(tags: dict[str, str], started_minutes_ago: float = 5, job: str = "daily_freight_job") -> RunView:
+    return RunView("r1", job, "STARTED", NOW - timedelta(minutes=started_minutes_ago), tags)
+
+
+def _beat(host: str, pid: int, seconds_ago: float) -> dict[str, str]:
+    return heartbeat_tags(NOW - timedelta(seconds=seconds_ago), host=host, pid=pid)
+
+
+def _zombie_reasons(run: RunView, alive: set[int]) -> list[str]:
+    return [zombie.reason for zombie in find_zombies([run], NOW, POLICY, HOST, lambda pid: pid in alive)]
+
+
+@pytest.mark.parametrize(
+    ("tags", "alive", "started", "expected"),
+    [
+        (_beat(HOST, 41, 5), {41}, 5, None),  # working
+        (_beat(HOST, 41, 5), set(), 5, "PID 41 on this-host) is gone"),  # killed; the beat is still fresh
+        (_beat("other-host", 41, 5), set(), 5, None),  # another host: its PID means nothing here
+        (_beat("other-host", 41, 900), set(), 20, "no heartbeat for 900 s"),
+        (_beat(HOST, 41, 900), {41}, 20, "no heartbeat for 900 s"),  # PID reused or worker hung
+        ({}, set(), 2, None),  # still starting
+        ({}, set(), 10, "with no heartbeat"),
+        (_beat(HOST, 41, 5), {41}, 4 * 60, "past the maximum runtime"),
+    ],
+)
+def test_zombie_rule(tags, alive, started, expected):
+    reasons = _zombie_reasons(_run(tags, started), alive)
+    if expected is None:
+        assert reasons == []
+    else:
+        assert len(reasons) == 1 and expected in reasons[0]
+
+
+def test_runs_of_other_code_locations_are_never_zombies():
+    assert _zombie_reasons(_run(_beat(HOST, 41, 5), job="someone_elses_job"), set()) == []
+    assert _zombie_reasons(_run(_beat(HOST, 41, 5), job="__ASSET_JOB"), set()) != []
+
+
+def test_pid_alive_sees_a_killed_unreaped_child_as_dead():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert pid_alive(child.pid)
+    os.kill(child.pid, 9)
+    time.sleep(0.5)  # not waited for yet: a defunct entry that signal 0 still reaches
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert not pid_alive(child.pid)
+    assert pid_alive(os.getpid())
+
+
+@pytest.mark.parametrize(
+    ("latest", "current", "expected"),
+    [
+        (None, None, MISSING),
+        ({"status": "loaded"}, {"status": "loaded"}, "loaded"),
+        ({"status": "failed", "detail": "x"}, None, FAILED),
+        ({"status": "refused", "detail": "x"}, None, "refused"),
+        ({"status": "blocked", "detail": "x"}, None, "blocked"),
+        ({"status": "break_glass", "detail": "x"}, None, "break_glass"),
+        ({"status": "validated"}, None, "interrupted"),  # killed between validation and commit
+        ({"status": "validated"}, {"status": "loaded"}, "loaded"),  # earlier facts still stand
+    ],
+)
+def test_ledger_state(latest, current, expected):
+    assert ledger_state(latest, current)[0] == expected
+
+
+def test_days_to_request_skips_in_flight_held_and_recent_days_and_caps():
+    days = [date(2026, 11, d) for d in range(20, 26)]
+    states = [
+        DayState(days[0], "blocked"),
+        DayState(days[1], "failed"),
+        DayState(days[2], "missing"),  # in flight
+        DayState(days[3], "loaded"),
+        DayState(days[4], "refused"),  # tried 10 minutes ago
+        DayState(days[5], "interrupted"),
+    ]
+    in_flight = {days[2]}
+    last = {days[1]: NOW - timedelta(hours=3), days[4]: NOW - timedelta(minutes=10)}
+    wait = timedelta(minutes=60)
+    assert days_to_request(states, in_flight, last, NOW, wait, cap=5) == [days[1], days[5]]
+    assert days_to_request(states, in_flight, last, NOW, wait, cap=1) == [days[1]]
+    assert days_to_request(states, set(), {}, NOW, wait, cap=5) == [days[1], days[2], days[4], days[5]]
+
+
+def test_due_days_wait_for_the_nightly_run():
+    # 2026-11-26 01:00 in Douala: 2026-11-25 is closed but its 02:30 load has not had its chance yet.
+    early = datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
+    assert due_days(3, early, after_hours=4) == [date(2026, 11, 23), date(2026, 11, 24)]
+    assert due_days(3, early + timedelta(hours=4), after_hours=4) == [
+        date(2026, 11, 23),
+        date(2026, 11, 24),
+        date(2026, 11, 25),
+    ]
+
+
+def test_a_real_run_records_its_worker_and_heartbeat(resources, partition_key, generated_day, instance):
+    before = datetime.now(UTC).replace(microsecond=0)
+    result = materialize(resources, partition_key, instance)
+    assert result.success
+    beat = read_heartbeat(instance.get_run_by_id(result.run_id).tags)
+    assert beat is not None
+    assert (beat.host, beat.pid) == (socket.gethostname(), os.getpid())  # in-process: this process is the worker
+    assert beat.beat_at >= before
+
+
+def _add_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, tags: dict[str, str]) -> str:
+    run = instance.add_run(dg.DagsterRun(job_name="daily_freight_job", status=status, tags=tags))
+    return run.run_id
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_reconciler_sensor_fails_only_the_dead_run_and_alerts(instance, tmp_path):
+    now = datetime.now(UTC)
+    host = socket.gethostname()
+    dead = _add_run(
+        instance,
+        dg.DagsterRunStatus.STARTED,
+        {"dagster/partition": "2026-11-20", **heartbeat_tags(now, host=host, pid=_dead_pid())},
+    )
+    living = _add_run(
+        instance,
+        dg.DagsterRunStatus.STARTED,
+        {"dagster/partition": "2026-11-21", **heartbeat_tags(now, host=host, pid=os.getpid())},
+    )
+    journal = AlertJournalResource(journal_file=str(tmp_path / "journal.jsonl"))
+    context = dg.build_sensor_context(
+        instance=instance, resources={"recovery_policy": RecoveryPolicyResource(), "alert_journal": journal}
+    )
+    zombie_run_reconciler_sensor(context)
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(living).status == dg.DagsterRunStatus.STARTED
+    alerts = read_alerts(journal.path())
+    assert [(alert.run_id, alert.partition) for alert in alerts] == [(dead, "2026-11-20")]
+    assert "is gone" in alerts[0].summary and "dpa recover" in alerts[0].details[-1]
+    zombie_run_reconciler_sensor(context)  # a second tick finds nothing more to do
+    assert len(read_alerts(journal.path())) == 1
+
+
+def test_catch_up_sensor_requests_missing_and_failed_days_only(instance, sqlite_url):
+    warehouse = WarehouseResource(url=sqlite_url)
+    engine = warehouse.get_engine()
+    policy = RecoveryPolicyResource(catch_up_days=4, catch_up_max_runs_per_tick=2, catch_up_after_hours=0)
+    blocked, failed, running, missing = due_days(4, datetime.now(UTC), 0)
+    record_validation(engine, blocked, "v1", pd.DataFrame(columns=REJECT_COLUMNS), 10, BLOCKED, detail="41% > 30%")
+    record_failed_attempt(engine, failed, "old-run", RuntimeError("disk full"))
+    _add_run(instance, dg.DagsterRunStatus.STARTED, {"dagster/partition": running.isoformat()})
+
+    def tick() -> list[str]:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"recovery_policy": policy, "warehouse": warehouse}
+        )
+        return [request.partition_key for request in freight_catch_up_sensor(context).run_requests or []]
+
+    assert tick() == [failed.isoformat(), missing.isoformat()]
+    # The failed day was just tried (its run failed again, e.g. no file yet): it waits out the backoff.
+    _add_run(instance, dg.DagsterRunStatus.FAILURE, {"dagster/partition": failed.isoformat()})
+    assert tick() == [missing.isoformat()]
+
+
+def test_doctor_without_a_dagster_home_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    from dpa_assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "nowhere"))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("PROBLEM no Dagster home")
+    assert not (tmp_path / "nowhere").exists()  # read-only: nothing created
+
+
+def test_recover_dry_run_plans_without_changing_anything(tmp_path, monkeypatch, capsys):
+    from dpa_assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DPA_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    assert main(["recover", "--days", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("would re-load") == 2 and "dry run: nothing changed" in out
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    assert sa.inspect(engine).get_table_names() == []  # the dry run set nothing up
+    engine.dispose()
