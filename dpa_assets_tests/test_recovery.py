@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from dpa_assets.alerts.journal import read_alerts
+from dpa_assets.alerts.journal import FAILED_RUN, ZOMBIE_RUN, append_alert, read_alerts
 from dpa_assets.recovery.catchup import (
     FAILED,
     MISSING,
@@ -26,7 +27,7 @@ from dpa_assets.recovery.catchup import (
 from dpa_assets.recovery.heartbeat import heartbeat_tags, read_heartbeat
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.recovery.sensors import freight_catch_up_sensor, zombie_run_reconciler_sensor
-from dpa_assets.recovery.zombies import RunView, find_zombies, pid_alive
+from dpa_assets.recovery.zombies import RunView, Zombie, find_zombies, pid_alive, zombie_alert
 from dpa_assets.resources import AlertJournalResource, WarehouseResource
 from dpa_assets.transforms import REJECT_COLUMNS
 from dpa_assets.warehouse.ledger import BLOCKED, record_failed_attempt, record_validation
@@ -222,3 +223,15 @@ def test_recover_dry_run_plans_without_changing_anything(tmp_path, monkeypatch, 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
     assert sa.inspect(engine).get_table_names() == []  # the dry run set nothing up
     engine.dispose()
+
+
+def test_a_zombie_and_its_failed_run_are_one_alert(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    zombie = Zombie(run_id="r-1", job_name="daily_freight_job", partition="2026-11-20", reason="worker gone")
+    now = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+
+    assert append_alert(journal, zombie_alert(zombie, now))
+    failed_run = dataclasses.replace(zombie_alert(zombie, now), kind=FAILED_RUN, summary="run failed")
+
+    assert not append_alert(journal, failed_run)  # the watcher sees the same run fail: no second SMS
+    assert [alert.kind for alert in read_alerts(journal)] == [ZOMBIE_RUN]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dpa_assets.alerts.journal import Alert, append_alert
+from dpa_assets.alerts.journal import ZOMBIE_RUN, Alert, append_alert
 from dpa_assets.recovery.heartbeat import read_heartbeat
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 
@@ -189,4 +189,5 @@ def zombie_alert(zombie: Zombie, now: datetime) -> Alert:
         partition=zombie.partition,
         summary=f"DPA {zombie.job_name}{day} ZOMBIE marked failed: {zombie.reason}"[:300],
         details=[f"run {zombie.run_id}: {zombie.reason}", f"to re-load: {action}"],
+        kind=ZOMBIE_RUN,  # shares its key with the failed-run alert of the same run: one alert, not two
     )
