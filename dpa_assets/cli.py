@@ -316,7 +316,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         checks.append(doctor.protection_findings(engine))
     else:
         checks.append(([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], []))
-    checks.append(doctor.alert_findings(defs.resources["alert_journal"].path()))
+    from dpa_assets.alerts.report import sms_configured
+
+    checks.append(doctor.alert_findings(defs.resources["alert_journal"].path(), sms_configured()))
     engine.dispose()
     problems = [line for found, _ in checks for line in found]
     for found, notes in checks:

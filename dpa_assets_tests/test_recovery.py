@@ -235,3 +235,21 @@ def test_a_zombie_and_its_failed_run_are_one_alert(tmp_path):
 
     assert not append_alert(journal, failed_run)  # the watcher sees the same run fail: no second SMS
     assert [alert.kind for alert in read_alerts(journal)] == [ZOMBIE_RUN]
+
+
+def test_doctor_flags_alerts_the_on_call_never_received(tmp_path):
+    from dpa_assets.alerts.journal import append_delivery
+    from dpa_assets.recovery.doctor import alert_findings
+
+    journal = tmp_path / "journal.jsonl"
+    now = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+    first = zombie_alert(Zombie("r-1", "daily_freight_job", "2026-11-20", "worker gone"), now)
+    second = zombie_alert(Zombie("r-2", "daily_freight_job", "2026-11-21", "worker gone"), now)
+    append_alert(journal, first)
+    append_alert(journal, second)
+    append_delivery(journal, {"delivered": first.key, "at": now.isoformat(), "recipients": ["+237670000001"]})
+
+    problems, notes = alert_findings(journal, sms_configured=True)
+    assert len(problems) == 1 and "2026-11-21" in problems[0]
+    assert alert_findings(journal, sms_configured=False)[0] == []  # SMS off: journaled is all there is
+    assert any("2 alert(s), 1 undelivered" in note for note in notes)

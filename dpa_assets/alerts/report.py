@@ -9,7 +9,8 @@ from dpa_assets.alerts.journal import read_journal
 from dpa_assets.resources import AlertJournalResource
 
 
-def _sms_configured() -> bool:
+def sms_configured() -> bool:
+    """Whether the DPA_SMS_* settings turn SMS delivery on."""
     from dpa_assets.deployments import sms_gateway
 
     # Resolve the DPA_SMS_* variables now, as the sensor would; an unset one means "not configured".
@@ -21,7 +22,7 @@ def print_alerts(journal: AlertJournalResource, last: int) -> int:
     """Print the ``last`` alerts of the journal, oldest first; returns the exit code."""
     path = journal.path()
     state = read_journal(path)
-    configured = _sms_configured()
+    configured = sms_configured()
     alerts = state.alerts[-last:] if last > 0 else []
     for alert in alerts:
         print(f"{alert.raised_at}  {alert.severity.upper():<7} {alert.summary}")

@@ -11,7 +11,8 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dpa_assets.alerts.journal import read_alerts
+from dpa_assets.alerts.delivery import delivery_state
+from dpa_assets.alerts.journal import read_journal
 from dpa_assets.recovery.catchup import HELD, OK, read_day_states
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.recovery.zombies import PARTITION_TAG, detect_zombies
@@ -104,12 +105,17 @@ def day_findings(instance: dg.DagsterInstance, engine: Engine, warehouse: str, d
     return problems, notes
 
 
-def alert_findings(journal_path, last: int = 3) -> Findings:
-    """The journal has no delivery state yet: show the latest alerts as context."""
-    alerts = read_alerts(journal_path)[-last:]
-    notes = [f"alert journal {journal_path}: {len(alerts)} latest shown; no delivery state recorded yet"]
-    notes += [f"alert {alert.raised_at} {alert.summary}" for alert in alerts]
-    return [], notes
+def alert_findings(journal_path, sms_configured: bool, last: int = 3) -> Findings:
+    """Alerts the on-call has not received (a problem when SMS is on), and the latest ones as context."""
+    state = read_journal(journal_path)
+    undelivered = state.undelivered() if sms_configured else []
+    problems = [f"alert not delivered: {alert.summary} ({delivery_state(state, alert, True)})" for alert in undelivered]
+    latest = state.alerts[-last:]
+    notes = [f"alert journal {journal_path}: {len(state.alerts)} alert(s), {len(undelivered)} undelivered"]
+    notes += [
+        f"alert {alert.raised_at} {alert.summary} [{delivery_state(state, alert, sms_configured)}]" for alert in latest
+    ]
+    return problems, notes
 
 
 def protection_findings(engine: Engine) -> Findings:
