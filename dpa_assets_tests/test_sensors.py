@@ -266,3 +266,26 @@ def test_alerts_command_shows_each_alert_and_its_delivery(tmp_path, monkeypatch,
     assert main(["alerts"]) == 0
     out = capsys.readouterr().out
     assert "sent " in out and "to 1 number(s)" in out and gateway.api_key not in out
+
+
+def test_a_ui_materialization_is_named_by_its_assets_and_says_the_real_error(
+    sqlite_resources, partition_key, instance, journal
+):
+    from dpa_assets import assets
+
+    result = dg.materialize(  # what the UI launches for "warehouse_facts" alone: Dagster's __ASSET_JOB
+        ALL_ASSETS,
+        resources=sqlite_resources,
+        partition_key=partition_key,
+        instance=instance,
+        selection=[assets.warehouse_facts],
+        raise_on_error=False,
+    )
+    assert not result.success and result.dagster_run.job_name.startswith("__")
+
+    tick(instance, journal)
+
+    [alert] = read_alerts(journal.path())
+    assert "__" not in alert.summary + alert.message
+    assert "materialization of warehouse_facts" in alert.summary
+    assert f"validated_freight for {partition_key} is not stored" in alert.details[0]

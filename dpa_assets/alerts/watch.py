@@ -181,6 +181,9 @@ def _freshness_alert(
 def describe_step_failure(event: dg.DagsterEvent) -> str:
     """``step: first line of the error``, without the exception's module path in front."""
     error = getattr(event.event_specific_data, "error", None)
+    # A wrapper ("Error occurred while loading input ...:") says where, its cause says what.
+    while error is not None and error.cause is not None and error.message.strip().splitlines()[0].endswith(":"):
+        error = error.cause
     message = error.message.strip().splitlines()[0] if error is not None and error.message else "failed"
     # "dagster._core.definitions.events.Failure: Freight for ..." -> "Freight for ..."
     prefix, separator, rest = message.partition(": ")
@@ -204,14 +207,28 @@ def _failed_run_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, occurred
         job=run.job_name,
         run_id=run.run_id,
         partition=day,
-        summary=f"DPA {run.job_name}{f' for {day}' if day else ''} FAILED: {first}"[:300],
+        summary=f"DPA {run_label(instance, run)}{f' for {day}' if day else ''} FAILED: {first}"[:300],
         details=details,
         kind=FAILED_RUN,
         occurred_at=occurred_at,
         link=run_link(run.run_id),
-        message=sms_text(day, f"{_job_label(run.job_name)} FAILED", first, action),
+        message=sms_text(day, f"{_job_label(run)} FAILED", first, action),
     )
 
 
-def _job_label(job_name: str) -> str:
-    return {"daily_freight_job": "load", "freshness_check_job": "freshness check"}.get(job_name, job_name)
+def run_label(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """The job's name, or for Dagster's implicit asset jobs (``__ASSET_JOB`` from the UI,
+    ``__ephemeral_asset_job__`` in process) the assets it materialized."""
+    if not run.job_name.startswith("__"):
+        return run.job_name
+    keys = set(run.asset_selection or ())
+    if not keys:  # in-process runs carry no selection; their plan names the assets
+        planned = _events(instance, run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+        keys = {event.asset_key for event in planned if event.asset_key is not None}
+    assets = sorted(key.to_user_string() for key in keys)
+    return f"materialization of {', '.join(assets)}" if assets else "asset materialization"
+
+
+def _job_label(run: dg.DagsterRun) -> str:
+    short = {"daily_freight_job": "load", "freshness_check_job": "freshness check"}
+    return short.get(run.job_name) or ("load" if run.job_name.startswith("__") else run.job_name)
