@@ -14,7 +14,7 @@ from dpa_assets.assets import validated_freight, validation_metadata, warehouse_
 from dpa_assets.freshness import expected_day, judge_freshness
 from dpa_assets.partitions import LOCAL_TZ, daily_partitions
 from dpa_assets.resources import ValidationPolicyResource, WarehouseResource
-from dpa_assets.transforms import ValidationOutcome, facts_checksum
+from dpa_assets.transforms import ValidationOutcome, facts_checksum, top_rejection_reasons
 from dpa_assets.warehouse.ledger import read_facts
 from dpa_assets.warehouse.reports import (
     duplicated_shipment_ids,
@@ -42,7 +42,19 @@ def rejection_rate(
     metadata["max_rejection_rate"] = dg.MetadataValue.float(validation_policy.max_rejection_rate)
     if validated_freight.rows_received == 0:
         metadata["note"] = dg.MetadataValue.text("empty day: nothing received, nothing rejected")
+    # First in the table, in words: the auditor reads the verdict without opening the markdown.
+    metadata = {"verdict": dg.MetadataValue.text(_verdict(validated_freight, validation_policy, blocked)), **metadata}
     return dg.AssetCheckResult(passed=not blocked, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
+
+
+def _verdict(outcome: ValidationOutcome, policy: ValidationPolicyResource, blocked: bool) -> str:
+    maximum = f"{policy.max_rejection_rate * 100:g}%"
+    share = f"{outcome.rejection_rate:.1%} of {outcome.rows_received} rows rejected"
+    if not blocked:
+        return f"{share}, within the {maximum} maximum: the day loads"
+    reasons = top_rejection_reasons(outcome.rejects, limit=3)
+    top = ", ".join(f"{row.column}: {row.rule} ({row.rows})" for row in reasons.itertuples(index=False))
+    return f"{share}, above the {maximum} maximum: BLOCKED; top reasons: {top}"
 
 
 def _latest_materialization_metadata(context: dg.AssetCheckExecutionContext, partition_key: str) -> dict:

@@ -72,6 +72,14 @@ def test_empty_day_passes_explicitly():
     assert result.metadata["rejection_rate"].value == 0.0
 
 
+def test_verdict_reads_as_percentages_with_the_threshold_and_top_reason():
+    blocked = checks.rejection_rate(outcome_with(10, 4), ValidationPolicyResource()).metadata["verdict"].value
+    assert blocked.startswith("40.0% of 10 rows rejected, above the 30% maximum: BLOCKED")
+    assert "customer: required (4)" in blocked
+    passed = checks.rejection_rate(outcome_with(100, 30), ValidationPolicyResource()).metadata["verdict"].value
+    assert passed == "30.0% of 100 rows rejected, within the 30% maximum: the day loads"
+
+
 def test_metadata_has_top_reasons_table():
     result = checks.rejection_rate(outcome_with(10, 2), ValidationPolicyResource())
     assert "| customer | required |" in result.metadata["top_rejection_reasons"].value.replace("  ", " ")
