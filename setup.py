@@ -20,6 +20,7 @@ setup(
         "requests==2.34.2",
         "tabulate==0.10.0",
     ],
-    extras_require={"dev": ["pytest==9.2.0", "hypothesis==6.170.17", "ruff==0.17.6"]},
+    # playwright drives the OS's Chromium (apt-get install chromium) in the browser test; never its own download.
+    extras_require={"dev": ["pytest==9.2.0", "hypothesis==6.170.17", "ruff==0.17.6", "playwright==1.64.1"]},
     entry_points={"console_scripts": ["dpa=dpa_assets.cli:main"]},
 )
