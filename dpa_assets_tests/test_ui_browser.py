@@ -90,6 +90,24 @@ def _prepare(root: Path) -> Site:
     assert result.returncode == 1, result.stdout + result.stderr  # the blocked day fails the command
     assert f"{days['blocked']}  blocked: " in result.stdout, result.stdout
     assert len(re.findall(r"^\[\d/\d\] \S+  loaded$", result.stdout, re.MULTILINE)) == 3, result.stdout
+    # freight_catch_up_sensor (on by default) would re-load the missing day by itself once the daemon
+    # runs, taking the on-call's click away: stop it, as the README says an operator can.
+    stopped = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "sensor",
+            "stop",
+            "freight_catch_up_sensor",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        env=site.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     return site
 
 
