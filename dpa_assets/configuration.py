@@ -8,6 +8,7 @@ partition set itself is built from one of these settings.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import date
 
 from dpa_assets.settings import (
@@ -28,7 +29,13 @@ PRODUCTION_REQUIRED = (ENV_WAREHOUSE_URL, ENV_LANDING_DIR, ENV_ARCHIVE_DIR)
 API_REQUIRED = (ENV_FREIGHT_API_URL, ENV_FREIGHT_API_TOKEN)
 
 
-def configuration_problems(environ: dict[str, str] | None = None) -> list[str]:
+def unknown_choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str | None:
+    """The problem with a setting that names one of a few choices, or None when it is one of them."""
+    value = env.get(name, default)
+    return None if value in allowed else f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}"
+
+
+def configuration_problems(environ: Mapping[str, str] | None = None) -> list[str]:
     """Each problem of the DPA settings, as a sentence that says what to set.
 
     Args:
@@ -38,13 +45,16 @@ def configuration_problems(environ: dict[str, str] | None = None) -> list[str]:
         Problems in the order an operator fixes them; empty when the settings are usable.
     """
     env = os.environ if environ is None else environ
-    problems = []
+    problems = [
+        problem
+        for problem in (
+            unknown_choice(env, ENV_DEPLOYMENT, "local", DEPLOYMENTS),
+            unknown_choice(env, ENV_FREIGHT_SOURCE, "landing", FREIGHT_SOURCES),
+        )
+        if problem
+    ]
     deployment = env.get(ENV_DEPLOYMENT, "local")
-    if deployment not in DEPLOYMENTS:
-        problems.append(f"{ENV_DEPLOYMENT}={deployment!r} is unknown; allowed: {', '.join(DEPLOYMENTS)}")
     source = env.get(ENV_FREIGHT_SOURCE, "landing")
-    if source not in FREIGHT_SOURCES:
-        problems.append(f"{ENV_FREIGHT_SOURCE}={source!r} is unknown; allowed: {', '.join(FREIGHT_SOURCES)}")
     start = env.get(ENV_PARTITION_START, DEFAULT_PARTITION_START)
     try:
         date.fromisoformat(start)

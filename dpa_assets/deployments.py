@@ -11,6 +11,7 @@ import os
 import dagster as dg
 
 from dpa_assets.alerts.sms import SmsGatewayResource
+from dpa_assets.configuration import unknown_choice
 from dpa_assets.intermediate_io_manager import IntermediateIOManager
 from dpa_assets.io_manager import WarehouseIOManager
 from dpa_assets.recovery.policy import RecoveryPolicyResource
@@ -43,18 +44,18 @@ from dpa_assets.settings import (
 
 def current_deployment() -> str:
     """The deployment named by ``DPA_DEPLOYMENT``; an unknown name is an error, never a fallback."""
-    deployment = os.environ.get(ENV_DEPLOYMENT, "local")
-    if deployment not in DEPLOYMENTS:
-        raise ValueError(f"{ENV_DEPLOYMENT}={deployment!r} is unknown; allowed: {', '.join(DEPLOYMENTS)}")
-    return deployment
+    problem = unknown_choice(os.environ, ENV_DEPLOYMENT, "local", DEPLOYMENTS)
+    if problem:
+        raise ValueError(problem)
+    return os.environ.get(ENV_DEPLOYMENT, "local")
 
 
 def current_freight_source() -> str:
     """Where freight comes from, named by ``DPA_FREIGHT_SOURCE`` (default ``landing``)."""
-    source = os.environ.get(ENV_FREIGHT_SOURCE, "landing")
-    if source not in FREIGHT_SOURCES:
-        raise ValueError(f"{ENV_FREIGHT_SOURCE}={source!r} is unknown; allowed: {', '.join(FREIGHT_SOURCES)}")
-    return source
+    problem = unknown_choice(os.environ, ENV_FREIGHT_SOURCE, "landing", FREIGHT_SOURCES)
+    if problem:
+        raise ValueError(problem)
+    return os.environ.get(ENV_FREIGHT_SOURCE, "landing")
 
 
 def sms_gateway() -> SmsGatewayResource:

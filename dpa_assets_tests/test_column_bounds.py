@@ -18,13 +18,12 @@ from dpa_assets.column_bounds import FACT_BOUNDS, LATEST_TIMESTAMP, column_bound
 from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.sources.generator import generate_day
 from dpa_assets.sources.payload import SOURCE_LINE
-from dpa_assets.transforms import facts_checksum, to_facts, validate_freight
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import PartitionLoad, read_facts
 from dpa_assets.warehouse.protection import ensure_schema
 from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
 from dpa_assets.warehouse.tables import facts, rejects
-from dpa_assets_tests.support.loads import commit_validated
+from dpa_assets_tests.support.loads import commit_validated, load_from_raw
 
 DAY = "2026-11-20"
 TEXT_COLUMNS = ("shipment_id", "waybill_number", "wagon_number", "origin_station", "destination_station")
@@ -57,17 +56,7 @@ def received_day(records: list[dict[str, str]]) -> pd.DataFrame:
 
 
 def load_of(raw: pd.DataFrame, run_id: str = "run-1") -> PartitionLoad:
-    outcome = validate_freight(raw, DAY)
-    fact_rows = to_facts(outcome.valid, DAY)
-    return PartitionLoad(
-        partition_date=date.fromisoformat(DAY),
-        run_id=run_id,
-        validation_run_id=run_id,
-        facts=fact_rows,
-        rejects=outcome.rejects,
-        rows_received=outcome.rows_received,
-        content_checksum=facts_checksum(fact_rows),
-    )
+    return load_from_raw(raw, DAY, run_id)
 
 
 def stored_rejects(engine) -> list[dict]:

@@ -17,6 +17,11 @@ def prepared_load(day: str, run_id: str, rows: int = 300, seed: int = 0, bad_fra
     generated = generate_day(date.fromisoformat(day), rows=rows, seed=seed, bad_fraction=bad_fraction)
     raw = pd.DataFrame(generated.records, dtype=object)
     raw.insert(0, SOURCE_LINE, range(2, len(raw) + 2))
+    return load_from_raw(raw, day, run_id)
+
+
+def load_from_raw(raw: pd.DataFrame, day: str, run_id: str) -> PartitionLoad:
+    """What validated_freight and warehouse_facts hand to the commit, for received text rows."""
     outcome = validate_freight(raw, day)
     facts = to_facts(outcome.valid, day)
     return PartitionLoad(
