@@ -29,7 +29,12 @@ lint: install
 	$(BIN)/ruff check dpa_assets dpa_assets_tests benchmarks
 	$(BIN)/ruff format --check dpa_assets dpa_assets_tests benchmarks
 
-bench: install
+# The benchmark's optional contender (dlt) comes with the `bench` extra.
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/load_benchmark.py $(BENCH_ARGS)
 
 ui: install

@@ -21,6 +21,10 @@ setup(
         "tabulate==0.10.0",
     ],
     # playwright drives the OS's Chromium (apt-get install chromium) in the browser test; never its own download.
-    extras_require={"dev": ["pytest==9.2.0", "hypothesis==6.170.17", "ruff==0.17.6", "playwright==1.64.1"]},
+    extras_require={
+        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "ruff==0.17.6", "playwright==1.64.1"],
+        # The benchmark's optional dlt contender (dlt loads Arrow tables; pyarrow reads the landing file).
+        "bench": ["dlt[postgres]==1.31.0", "pyarrow==26.0.1"],
+    },
     entry_points={"console_scripts": ["dpa=dpa_assets.cli:main"]},
 )

@@ -11,7 +11,12 @@ memory is not counted). Contenders, each a separate process:
 - the plan's script: ``read_csv`` + ``DataFrame.to_sql`` (default method) into PostgreSQL;
 - DPA end to end: ``dpa materialize --date DAY`` into PostgreSQL and into SQLite (fresh warehouse
   and Dagster home each time: landing file -> archived -> validated -> committed -> every check);
-- DPA's commit alone (replace the day + rejects + audit in one transaction), on PostgreSQL.
+- DPA replacing a loaded day (the same ``dpa materialize`` again on the same warehouse);
+- DPA's commit alone (replace the day + rejects + audit in one transaction), on PostgreSQL and SQLite;
+- dlt merging the same rows into the same PostgreSQL, when the optional ``bench`` extra is installed
+  (``pip install -e '.[bench]'``; its telemetry is switched off, traffic stays on 127.0.0.1).
+
+Beside DPA's end-to-end lines, a second table gives Dagster's own step timings (median seconds).
 
 The machine may be shared: compare the ratios within one run, not absolute times across runs.
 The 1M-row figures of the issue come from ``--rows 1000000``. Without --pg-url a throwaway
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -71,6 +77,20 @@ started = time.perf_counter()
 commit_partition(engine, load)
 print(f"SECONDS {time.perf_counter() - started:.6f}")
 """
+_DLT_MERGE = """
+import sys
+import dlt
+import pyarrow as pa
+import pyarrow.csv as pacsv
+path, url, pipelines_dir = sys.argv[1:4]
+with open(path, encoding="utf-8") as handle:
+    names = handle.readline().strip().split(",")
+text_columns = pacsv.ConvertOptions(column_types={name: pa.string() for name in names})
+rows = pacsv.read_csv(path, convert_options=text_columns)
+destination = dlt.destinations.postgres(url)
+pipeline = dlt.pipeline("bench", destination=destination, dataset_name="bench", pipelines_dir=pipelines_dir)
+pipeline.run(rows, table_name="facts", write_disposition="merge", primary_key="shipment_id")
+"""
 
 
 @dataclass
@@ -79,6 +99,7 @@ class Contender:
     what: str
     seconds: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
+    step_seconds: dict[str, list[float]] = field(default_factory=dict)  # Dagster's step timings, DPA only
 
 
 def run_checked(command: list[str], env: dict | None = None) -> str:
@@ -168,48 +189,92 @@ def measure(
     args: argparse.Namespace, admin_url: str, psql: str | None, work: Path, landing: Path, landing_file: Path
 ) -> list[Contender]:
     day = DAY.isoformat()
-    runs: list[tuple[Contender, object]] = []
+    runs: list[tuple[Contender, Callable[[Contender], tuple[float, float]]]] = []
 
-    def copy_floor() -> tuple[float, float, str]:
+    def timed(command: list[str], env: dict | None = None) -> Callable[[Contender], tuple[float, float]]:
+        return lambda _contender: isolated(command, env)[:2]
+
+    def copy_floor(_contender: Contender) -> tuple[float, float]:
         url = libpq_url(new_database(admin_url))
         create = "CREATE TABLE landing (" + ", ".join(f"c{i} text" for i in range(12)) + ")"
         subprocess.run([psql, url, "-q", "-c", create], check=True)
-        return isolated([psql, url, "-q", "-c", f"\\copy landing FROM '{landing_file}' WITH (FORMAT csv, HEADER)"])
+        return isolated([psql, url, "-q", "-c", f"\\copy landing FROM '{landing_file}' WITH (FORMAT csv, HEADER)"])[:2]
 
-    def dpa(kind: str) -> tuple[float, float, str]:
-        home = Path(tempfile.mkdtemp(dir=work))
-        url = new_database(admin_url) if kind == "pg" else f"sqlite:///{home / 'warehouse.sqlite'}"
-        env = dpa_env(home, landing, url)
-        subprocess.run([DPA, "setup-warehouse"], env=env, check=False, capture_output=True)
-        return isolated([DPA, "materialize", "--date", day], env)
+    def dpa(kind: str, replace: bool) -> Callable[[Contender], tuple[float, float]]:
+        def run(contender: Contender) -> tuple[float, float]:
+            home = Path(tempfile.mkdtemp(dir=work))
+            url = new_database(admin_url) if kind == "pg" else f"sqlite:///{home / 'warehouse.sqlite'}"
+            env = dpa_env(home, landing, url)
+            subprocess.run([DPA, "setup-warehouse"], env=env, check=False, capture_output=True)
+            if replace:
+                run_checked([DPA, "materialize", "--date", day], env)
+            seconds, rss, _ = isolated([DPA, "materialize", "--date", day], env)
+            for step, step_seconds in latest_run_step_seconds(home).items():
+                contender.step_seconds.setdefault(step, []).append(step_seconds)
+            return seconds, rss
+
+        return run
+
+    def commit_alone(kind: str) -> Callable[[Contender], tuple[float, float]]:
+        def run(_contender: Contender) -> tuple[float, float]:
+            url = new_database(admin_url) if kind == "pg" else f"sqlite:///{Path(tempfile.mkdtemp(dir=work))}/w.sqlite"
+            _, rss, out = isolated([PYTHON, "-c", _COMMIT, str(landing_file), url, day], dpa_env(work, landing, ""))
+            return float(next(x for x in out.splitlines() if x.startswith("SECONDS")).split()[1]), rss
+
+        return run
+
+    def dlt_merge(_contender: Contender) -> tuple[float, float]:
+        env = dict(os.environ, RUNTIME__DLTHUB_TELEMETRY="false", DESTINATION__POSTGRES__CREDENTIALS__PASSWORD="-")
+        url = libpq_url(new_database(admin_url))
+        return isolated([PYTHON, "-c", _DLT_MERGE, str(landing_file), url, tempfile.mkdtemp(dir=work)], env)[:2]
 
     if psql:
         runs.append((Contender("floor: psql \\copy", "text table, server-side parse"), copy_floor))
     runs += [
-        (
-            Contender("pandas.read_csv alone", "C parser, text"),
-            lambda: isolated([PYTHON, "-c", _READ_CSV, str(landing_file)]),
-        ),
+        (Contender("pandas.read_csv alone", "C parser, text"), timed([PYTHON, "-c", _READ_CSV, str(landing_file)])),
         (
             Contender("script: read_csv + to_sql", "the plan's script, default method"),
-            lambda: isolated([PYTHON, "-c", _TO_SQL, str(landing_file), new_database(admin_url)]),
+            lambda _c: isolated([PYTHON, "-c", _TO_SQL, str(landing_file), new_database(admin_url)])[:2],
         ),
-        (Contender("DPA end to end, PostgreSQL", "dpa materialize, first load"), lambda: dpa("pg")),
-        (Contender("DPA end to end, SQLite", "dpa materialize, first load"), lambda: dpa("sqlite")),
     ]
-    commit = Contender("DPA commit alone, PostgreSQL", "replace day + rejects + audit, one tx")
+    if dlt_installed():
+        runs.append((Contender("dlt merge, PostgreSQL", "pyarrow CSV read, merge on shipment_id"), dlt_merge))
+    else:
+        print("  dlt is not installed (pip install -e '.[bench]'): its line is left out", flush=True)
+    runs += [
+        (Contender("DPA end to end, PostgreSQL", "dpa materialize, first load"), dpa("pg", replace=False)),
+        (Contender("DPA end to end, PostgreSQL", "dpa materialize, replacing the day"), dpa("pg", replace=True)),
+        (Contender("DPA end to end, SQLite", "dpa materialize, first load"), dpa("sqlite", replace=False)),
+        (Contender("DPA end to end, SQLite", "dpa materialize, replacing the day"), dpa("sqlite", replace=True)),
+        (Contender("DPA commit alone, PostgreSQL", "replace day + rejects + audit, one tx"), commit_alone("pg")),
+        (Contender("DPA commit alone, SQLite", "replace day + rejects + audit, one tx"), commit_alone("sqlite")),
+    ]
+
     for repeat in range(args.repeats):
         for contender, run in runs:
-            seconds, rss, _ = run()
+            seconds, rss = run(contender)
             contender.seconds.append(seconds)
             contender.rss_mib.append(rss)
-            print(f"  [{repeat + 1}/{args.repeats}] {contender.name}: {seconds:.2f} s, {rss:.0f} MiB", flush=True)
-        env = dpa_env(work, landing, "")
-        _, rss, out = isolated([PYTHON, "-c", _COMMIT, str(landing_file), new_database(admin_url), day], env)
-        commit.seconds.append(float(next(x for x in out.splitlines() if x.startswith("SECONDS")).split()[1]))
-        commit.rss_mib.append(rss)
-        print(f"  [{repeat + 1}/{args.repeats}] {commit.name}: {commit.seconds[-1]:.2f} s", flush=True)
-    return [contender for contender, _ in runs] + [commit]
+            label = f"{contender.name} ({contender.what})"
+            print(f"  [{repeat + 1}/{args.repeats}] {label}: {seconds:.2f} s, {rss:.0f} MiB", flush=True)
+    return [contender for contender, _ in runs]
+
+
+def dlt_installed() -> bool:
+    return subprocess.run([PYTHON, "-c", "import dlt, pyarrow"], capture_output=True).returncode == 0
+
+
+def latest_run_step_seconds(home: Path) -> dict[str, float]:
+    """Dagster's own step durations of the newest run in a Dagster home."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = instance.get_runs(limit=1)[0]
+        return {
+            stats.step_key: stats.end_time - stats.start_time
+            for stats in instance.get_run_step_stats(run.run_id)
+            if stats.start_time and stats.end_time
+        }
 
 
 def render(contenders: list[Contender], rows: int) -> str:
@@ -225,6 +290,19 @@ def render(contenders: list[Contender], rows: int) -> str:
             f"| {contender.name} ({contender.what}) | {median:.2f} ({spread}) | {rows / median:,.0f} "
             f"| {median / floor:.1f} | {max(contender.rss_mib):,.0f} |"
         )
+    return "\n".join(lines) + "\n\n" + render_steps([c for c in contenders if c.step_seconds])
+
+
+def render_steps(contenders: list[Contender]) -> str:
+    """Dagster's step timings of each DPA line, median seconds, one column per line."""
+    steps = sorted({step for contender in contenders for step in contender.step_seconds})
+    header = "| Dagster step, median s | " + " | ".join(f"{c.name} ({c.what})" for c in contenders) + " |"
+    lines = [header, "| --- |" + " --- |" * len(contenders)]
+    for step in steps:
+        cells = [
+            f"{statistics.median(c.step_seconds[step]):.2f}" if step in c.step_seconds else "-" for c in contenders
+        ]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
