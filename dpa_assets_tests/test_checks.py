@@ -186,7 +186,7 @@ def test_freshness_verdicts():
 
 
 def test_freshness_check_fails_as_error_when_the_day_is_missing(sqlite_url):
-    result = checks.yesterday_loaded_by_six(WarehouseResource(url=sqlite_url))
+    result = checks.freshness_evaluation(datetime.now(LOCAL_TZ), WarehouseResource(url=sqlite_url))
     assert not result.passed
     assert result.severity == dg.AssetCheckSeverity.ERROR
     assert result.metadata["expected_day"].value == expected_day(datetime.now(LOCAL_TZ))[0].isoformat()
@@ -197,7 +197,7 @@ def test_freshness_check_warns_for_a_day_loaded_after_its_deadline(sqlite_url):
     warehouse = WarehouseResource(url=sqlite_url)
     day, _deadline = expected_day(datetime.now(LOCAL_TZ))
     commit_validated(warehouse.get_engine(), prepared_load(day.isoformat(), "run-1", seed=1))
-    result = checks.yesterday_loaded_by_six(warehouse)
+    result = checks.freshness_evaluation(datetime.now(LOCAL_TZ), warehouse)
     # Loaded just now, which is always after the expected day's deadline: late, not missing.
     assert not result.passed
     assert result.severity == dg.AssetCheckSeverity.WARN

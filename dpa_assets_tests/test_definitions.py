@@ -35,8 +35,18 @@ def test_code_location_contents_are_pinned():
         ("validated_freight", "rejection_rate"),
         ("warehouse_facts", "facts_reconcile_with_audit"),
         ("warehouse_facts", "shipment_ids_unique_across_facts"),
-        ("warehouse_facts", "yesterday_loaded_by_six"),
     }
+
+
+def test_no_materialization_evaluates_the_freshness_rule():
+    """ "Materialize all…" in the UI runs the implicit asset job with every check of the selected
+    assets; the clock rule must not be one of them, nor of the nightly job (`dpa materialize`)."""
+    implicit = defs.resolve_implicit_global_asset_job_def()
+    for job in (implicit, defs.resolve_job_def("daily_freight_job")):
+        names = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
+        assert names and "yesterday_loaded_by_six" not in names, (job.name, names)
+    freshness = defs.resolve_job_def("freshness_check_job")
+    assert not freshness.asset_layer.asset_graph.executable_asset_keys  # it materializes nothing
 
 
 def test_all_three_assets_share_the_daily_partitions():
