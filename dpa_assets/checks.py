@@ -39,6 +39,9 @@ def rejection_rate(
     """Blocks warehouse_facts for a day whose rejected share exceeds the policy's maximum."""
     blocked = validation_policy.blocks(validated_freight.rows_rejected, validated_freight.rows_received)
     metadata = validation_metadata(validated_freight)
+    metadata["max_rejection_rate_percent"] = dg.MetadataValue.float(
+        round(validation_policy.max_rejection_rate * 100, 2)
+    )
     metadata["max_rejection_rate"] = dg.MetadataValue.float(validation_policy.max_rejection_rate)
     if validated_freight.rows_received == 0:
         metadata["note"] = dg.MetadataValue.text("empty day: nothing received, nothing rejected")

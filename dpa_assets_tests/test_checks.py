@@ -203,3 +203,15 @@ def test_freshness_check_warns_for_a_day_loaded_after_its_deadline(sqlite_url):
     assert result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["loaded_at"].value != "not loaded"
     assert result.metadata["minutes_late"].value > 0
+
+
+def test_rates_read_as_percentages_and_top_reasons_as_an_inline_table():
+    metadata = checks.rejection_rate(outcome_with(10, 4), ValidationPolicyResource()).metadata
+    assert metadata["rejection_rate_percent"].value == pytest.approx(40.0)
+    assert metadata["max_rejection_rate_percent"].value == pytest.approx(30.0)
+    # A table renders inline in the UI's metadata panel; markdown hides behind "[Show Markdown]".
+    table = metadata["top_reasons"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [column.name for column in table.schema.columns] == ["column", "rule", "rows"]
+    assert [record.data for record in table.records] == [{"column": "customer", "rule": "required", "rows": 4}]
+    assert list(metadata)[:2] == ["verdict", "top_reasons"]  # what the auditor reads first
