@@ -16,6 +16,7 @@ from dpa_assets.partitions import LOCAL_TZ
 from dpa_assets.resources import ValidationPolicyResource, WarehouseResource
 from dpa_assets.sources.generator import generate_day, write_landing_file
 from dpa_assets.transforms import ValidationOutcome
+from dpa_assets_tests.conftest import make_resources
 from dpa_assets_tests.support.loads import commit_validated, prepared_load
 from dpa_assets_tests.support.warehouse import snapshot
 from dpa_assets_tests.test_assets import materialize
@@ -214,4 +215,24 @@ def test_rates_read_as_percentages_and_top_reasons_as_an_inline_table():
     assert isinstance(table, dg.TableMetadataValue)
     assert [column.name for column in table.schema.columns] == ["column", "rule", "rows"]
     assert [record.data for record in table.records] == [{"column": "customer", "rule": "required", "rows": 4}]
-    assert list(metadata)[:2] == ["verdict", "top_reasons"]  # what the auditor reads first
+    assert "dagster/row_count" not in metadata  # the asset's, not the check's
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11 §2, not solved: Dagster 1.13.27 records every check planned in a run and resolves "
+    "one that never ran as EXECUTION_FAILED when the run failed (SKIPPED only when it succeeded); the UI "
+    "counts that as Failed. Needs the checks out of runs that can fail before them (see report).",
+)
+def test_a_check_that_never_ran_is_not_recorded_as_failed(landing_dir, sqlite_url, tmp_path, instance):
+    # No landing file: raw_freight fails, nothing downstream runs, no check is evaluated.
+    result = materialize(make_resources(landing_dir, sqlite_url, tmp_path), DAY, instance)
+    assert not result.success and not _check_evaluations(instance, result.run_id)
+
+    for name, asset in (("rejection_rate", "validated_freight"), ("facts_reconcile_with_audit", "warehouse_facts")):
+        key = dg.AssetCheckKey(dg.AssetKey(asset), name)
+        records = instance.event_log_storage.get_asset_check_execution_history(key, limit=5)
+        # A record left PLANNED in a failed run is what the UI shows as "Execution failed" / "Failed".
+        never_ran = [r for r in records if r.run_id == result.run_id and r.status.value == "PLANNED"]
+        failed_run = instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not (never_ran and failed_run), name
