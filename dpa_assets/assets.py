@@ -9,7 +9,9 @@ from datetime import date
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 
+from dpa_assets.deployments import warehouse_kind
 from dpa_assets.partitions import daily_partitions, require_known_partition
 from dpa_assets.recovery.heartbeat import beating
 from dpa_assets.resources import (
@@ -18,6 +20,7 @@ from dpa_assets.resources import (
     ValidationPolicyResource,
     WarehouseResource,
 )
+from dpa_assets.settings import FACT_TABLE
 from dpa_assets.sources.errors import SourceRefused, SourceUnavailable
 from dpa_assets.sources.payload import SOURCE_LINE, PayloadError
 from dpa_assets.transforms import (
@@ -37,9 +40,28 @@ from dpa_assets.warehouse.ledger import (
 )
 from dpa_assets.warehouse.protection import ProtectedTableMissing
 from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
+from dpa_assets.warehouse.tables import facts as facts_table
 from dpa_assets.warehouse_record import WarehouseDiverged, recorded_loads, verify_warehouse_matches_dagster
 
 GROUP = "freight"
+OWNERS = ["team:freight-data"]
+# What the UI shows beside each asset. Bump an asset's code version when its rules change, so the
+# UI marks the days computed by older code.
+CODE_VERSIONS = {"raw_freight": "1", "validated_freight": "1", "warehouse_facts": "1"}
+
+
+def _column_schema(table: sa.Table) -> dg.TableSchema:
+    """The warehouse table's own definition, as the column list the UI shows (no second copy)."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=column.name,
+                type=str(column.type),
+                constraints=dg.TableColumnConstraints(nullable=bool(column.nullable), unique=bool(column.unique)),
+            )
+            for column in table.columns
+        ]
+    )
 
 
 # Longer outages than the client's own retries cover: try the whole step again, minutes apart.
@@ -50,7 +72,14 @@ RAW_FREIGHT_RETRY_POLICY = dg.RetryPolicy(
 )
 
 
-@dg.asset(partitions_def=daily_partitions, group_name=GROUP, retry_policy=RAW_FREIGHT_RETRY_POLICY)
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    retry_policy=RAW_FREIGHT_RETRY_POLICY,
+    owners=OWNERS,
+    kinds={"pandas"},
+    code_version=CODE_VERSIONS["raw_freight"],
+)
 @beating
 def raw_freight(
     context: dg.AssetExecutionContext,
@@ -92,17 +121,24 @@ def raw_freight(
     context.add_output_metadata(
         {
             "source": payload.origin,
-            "archived_as": str(archived),
+            "archived_as": dg.MetadataValue.path(str(archived)),
             "sha256": payload.sha256,
             "encoding": parsed.encoding,
             "extra_columns": ", ".join(parsed.extra_columns) or "none",
             "rows_received": dg.MetadataValue.int(len(parsed.frame)),
+            "dagster/row_count": dg.MetadataValue.int(len(parsed.frame)),
         }
     )
     return parsed.frame
 
 
-@dg.asset(partitions_def=daily_partitions, group_name=GROUP)
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"pandas", "pandera"},
+    code_version=CODE_VERSIONS["validated_freight"],
+)
 @beating
 def validated_freight(
     context: dg.AssetExecutionContext,
@@ -161,17 +197,51 @@ def validation_metadata(outcome: ValidationOutcome) -> dict[str, dg.MetadataValu
     """Counts the UI plots across partitions, plus the top rejection reasons as a table."""
     reasons = top_rejection_reasons(outcome.rejects) if outcome.rows_rejected else None
     return {
+        # A table renders inline in the UI's metadata panel (markdown is behind "[Show Markdown]").
+        "top_reasons": _reasons_table(reasons),
         "rows_received": dg.MetadataValue.int(outcome.rows_received),
         "rows_valid": dg.MetadataValue.int(len(outcome.valid)),
         "rows_rejected": dg.MetadataValue.int(outcome.rows_rejected),
+        "rejection_rate_percent": dg.MetadataValue.float(round(outcome.rejection_rate * 100, 2)),
         "rejection_rate": dg.MetadataValue.float(round(outcome.rejection_rate, 6)),
+        "dagster/row_count": dg.MetadataValue.int(len(outcome.valid)),
+        # The alert sensor reads this one (alerts/watch.py).
         "top_rejection_reasons": dg.MetadataValue.md(
             reasons.to_markdown(index=False) if reasons is not None else "No rejected rows."
         ),
     }
 
 
-@dg.asset(partitions_def=daily_partitions, group_name=GROUP, io_manager_key="warehouse_io_manager")
+REASON_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("column", "string"),
+        dg.TableColumn("rule", "string"),
+        dg.TableColumn("rows", "int"),
+    ]
+)
+
+
+def _reasons_table(reasons: pd.DataFrame | None) -> dg.TableMetadataValue:
+    records = [] if reasons is None else reasons.to_dict("records")
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"column": r["column"], "rule": r["rule"], "rows": int(r["rows"])}) for r in records],
+        schema=REASON_COLUMNS,
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    io_manager_key="warehouse_io_manager",
+    owners=OWNERS,
+    # Read when the code location loads: the deployment's warehouse, as the UI's kind badge.
+    kinds={"pandas", warehouse_kind()},
+    code_version=CODE_VERSIONS["warehouse_facts"],
+    metadata={
+        "dagster/table_name": dg.MetadataValue.text(FACT_TABLE),
+        "dagster/column_schema": dg.MetadataValue.table_schema(_column_schema(facts_table)),
+    },
+)
 @beating
 def warehouse_facts(
     context: dg.AssetExecutionContext, validated_freight: ValidationOutcome, warehouse: WarehouseResource
@@ -195,6 +265,7 @@ def warehouse_facts(
             "rows_valid": dg.MetadataValue.int(len(facts)),
             "rows_rejected": dg.MetadataValue.int(validated_freight.rows_rejected),
             "rejection_rate": dg.MetadataValue.float(round(validated_freight.rejection_rate, 6)),
+            "dagster/row_count": dg.MetadataValue.int(len(facts)),
         }
     )
     return PartitionLoad(

@@ -58,6 +58,13 @@ def current_freight_source() -> str:
     return os.environ.get(ENV_FREIGHT_SOURCE, "landing")
 
 
+def warehouse_kind() -> str:
+    """``postgres`` or ``sqlite``: the warehouse ``DPA_WAREHOUSE_URL`` names (SQLite when unset),
+    shown as a kind on the assets it writes."""
+    url = os.environ.get(ENV_WAREHOUSE_URL, "")
+    return "postgres" if url.startswith("postgresql") else "sqlite"
+
+
 def sms_gateway() -> SmsGatewayResource:
     """The SMS gateway, bound to the ``DPA_SMS_*`` variables that are set.
 

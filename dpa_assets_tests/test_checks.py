@@ -16,6 +16,7 @@ from dpa_assets.partitions import LOCAL_TZ
 from dpa_assets.resources import ValidationPolicyResource, WarehouseResource
 from dpa_assets.sources.generator import generate_day, write_landing_file
 from dpa_assets.transforms import ValidationOutcome
+from dpa_assets_tests.conftest import make_resources
 from dpa_assets_tests.support.loads import commit_validated, prepared_load
 from dpa_assets_tests.support.warehouse import snapshot
 from dpa_assets_tests.test_assets import materialize
@@ -186,7 +187,7 @@ def test_freshness_verdicts():
 
 
 def test_freshness_check_fails_as_error_when_the_day_is_missing(sqlite_url):
-    result = checks.yesterday_loaded_by_six(WarehouseResource(url=sqlite_url))
+    result = checks.freshness_evaluation(datetime.now(LOCAL_TZ), WarehouseResource(url=sqlite_url))
     assert not result.passed
     assert result.severity == dg.AssetCheckSeverity.ERROR
     assert result.metadata["expected_day"].value == expected_day(datetime.now(LOCAL_TZ))[0].isoformat()
@@ -197,9 +198,41 @@ def test_freshness_check_warns_for_a_day_loaded_after_its_deadline(sqlite_url):
     warehouse = WarehouseResource(url=sqlite_url)
     day, _deadline = expected_day(datetime.now(LOCAL_TZ))
     commit_validated(warehouse.get_engine(), prepared_load(day.isoformat(), "run-1", seed=1))
-    result = checks.yesterday_loaded_by_six(warehouse)
+    result = checks.freshness_evaluation(datetime.now(LOCAL_TZ), warehouse)
     # Loaded just now, which is always after the expected day's deadline: late, not missing.
     assert not result.passed
     assert result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["loaded_at"].value != "not loaded"
     assert result.metadata["minutes_late"].value > 0
+
+
+def test_rates_read_as_percentages_and_top_reasons_as_an_inline_table():
+    metadata = checks.rejection_rate(outcome_with(10, 4), ValidationPolicyResource()).metadata
+    assert metadata["rejection_rate_percent"].value == pytest.approx(40.0)
+    assert metadata["max_rejection_rate_percent"].value == pytest.approx(30.0)
+    # A table renders inline in the UI's metadata panel; markdown hides behind "[Show Markdown]".
+    table = metadata["top_reasons"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [column.name for column in table.schema.columns] == ["column", "rule", "rows"]
+    assert [record.data for record in table.records] == [{"column": "customer", "rule": "required", "rows": 4}]
+    assert "dagster/row_count" not in metadata  # the asset's, not the check's
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11 §2, not solved: Dagster 1.13.27 records every check planned in a run and resolves "
+    "one that never ran as EXECUTION_FAILED when the run failed (SKIPPED only when it succeeded); the UI "
+    "counts that as Failed. Needs the checks out of runs that can fail before them (see report).",
+)
+def test_a_check_that_never_ran_is_not_recorded_as_failed(landing_dir, sqlite_url, tmp_path, instance):
+    # No landing file: raw_freight fails, nothing downstream runs, no check is evaluated.
+    result = materialize(make_resources(landing_dir, sqlite_url, tmp_path), DAY, instance)
+    assert not result.success and not _check_evaluations(instance, result.run_id)
+
+    for name, asset in (("rejection_rate", "validated_freight"), ("facts_reconcile_with_audit", "warehouse_facts")):
+        key = dg.AssetCheckKey(dg.AssetKey(asset), name)
+        records = instance.event_log_storage.get_asset_check_execution_history(key, limit=5)
+        # A record left PLANNED in a failed run is what the UI shows as "Execution failed" / "Failed".
+        never_ran = [r for r in records if r.run_id == result.run_id and r.status.value == "PLANNED"]
+        failed_run = instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not (never_ran and failed_run), name

@@ -35,8 +35,18 @@ def test_code_location_contents_are_pinned():
         ("validated_freight", "rejection_rate"),
         ("warehouse_facts", "facts_reconcile_with_audit"),
         ("warehouse_facts", "shipment_ids_unique_across_facts"),
-        ("warehouse_facts", "yesterday_loaded_by_six"),
     }
+
+
+def test_no_materialization_evaluates_the_freshness_rule():
+    """ "Materialize all…" in the UI runs the implicit asset job with every check of the selected
+    assets; the clock rule must not be one of them, nor of the nightly job (`dpa materialize`)."""
+    implicit = defs.resolve_implicit_global_asset_job_def()
+    for job in (implicit, defs.resolve_job_def("daily_freight_job")):
+        names = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
+        assert names and "yesterday_loaded_by_six" not in names, (job.name, names)
+    freshness = defs.resolve_job_def("freshness_check_job")
+    assert not freshness.asset_layer.asset_graph.executable_asset_keys  # it materializes nothing
 
 
 def test_all_three_assets_share_the_daily_partitions():
@@ -100,3 +110,43 @@ def test_shipped_instance_runs_one_run_per_partition(tmp_path):
     with dg.instance_for_test(overrides=yaml.safe_load(instance_yaml()), temp_dir=str(tmp_path)) as instance:
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
     assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+
+
+def test_assets_carry_what_the_ui_shows():
+    from dpa_assets.warehouse.tables import facts
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.owners == ["team:freight-data"], key
+        assert "pandas" in node.kinds and node.code_version, key
+    facts_node = graph.get(dg.AssetKey("warehouse_facts"))
+    assert "sqlite" in facts_node.kinds  # the local deployment's warehouse
+    schema = facts_node.metadata["dagster/column_schema"].schema
+    assert [column.name for column in schema.columns] == [column.name for column in facts.columns]
+    assert schema.columns[1].constraints.unique and not schema.columns[1].constraints.nullable
+    assert facts_node.metadata["dagster/table_name"].value == "warehouse_facts"
+
+
+@pytest.mark.parametrize(("url", "kind"), [("postgresql+psycopg2://dpa@db/dwh", "postgres"), (None, "sqlite")])
+def test_the_warehouse_kind_follows_the_deployments_url(monkeypatch, url, kind):
+    from dpa_assets.deployments import warehouse_kind
+
+    if url:
+        monkeypatch.setenv("DPA_WAREHOUSE_URL", url)
+    else:
+        monkeypatch.delenv("DPA_WAREHOUSE_URL", raising=False)
+    assert warehouse_kind() == kind
+
+
+def test_materializations_carry_row_counts_and_the_archived_path(resources, partition_key, generated_day, instance):
+    from dpa_assets_tests.test_assets import materialize
+
+    result = materialize(resources, partition_key, instance)
+    raw = result.asset_materializations_for_node("raw_freight")[0].metadata
+    assert raw["dagster/row_count"].value == len(generated_day.records)
+    assert isinstance(raw["archived_as"], dg.PathMetadataValue)
+    facts = result.asset_materializations_for_node("warehouse_facts")[0].metadata
+    assert facts["dagster/row_count"].value == len(generated_day.records) - generated_day.bad_count
+    valid = result.asset_materializations_for_node("validated_freight")[0].metadata
+    assert valid["dagster/row_count"].value == len(generated_day.records) - generated_day.bad_count
