@@ -8,7 +8,6 @@ Every attempt leaves an audit row; a successful one is written in the data's own
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import random
@@ -25,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from dpa_assets.column_bounds import FACT_BOUNDS, texts_fit
 from dpa_assets.transforms import facts_checksum
 from dpa_assets.warehouse.engine import WRITE_OPTION
+from dpa_assets.warehouse.pg_copy import copy_frame
 from dpa_assets.warehouse.protection import pg_break_glass, remove_partition, remove_rejects
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
@@ -270,14 +270,10 @@ def bulk_insert(connection: Connection, table: sa.Table, frame: pd.DataFrame) ->
     if frame.empty:
         return
     if connection.dialect.name == "postgresql":
-        buffer = io.StringIO()
-        _db_frame(frame, "postgresql").to_csv(buffer, header=False, index=False)
-        buffer.seek(0)
-        columns = ", ".join(frame.columns)
         # The DB-API connection under this SQLAlchemy connection: COPY joins the same transaction.
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(f"COPY {table.name} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
+            copy_frame(cursor, table, frame)
         finally:
             cursor.close()
     else:
