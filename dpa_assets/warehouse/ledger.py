@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from dpa_assets.column_bounds import FACT_BOUNDS, texts_fit
@@ -174,12 +175,14 @@ def as_records(frame: pd.DataFrame, dialect: str) -> list[dict]:
     ]
 
 
-ID_LOOKUP_CHUNK = 900  # stays under SQLite's bound-parameter limit on every version
 CROSS_DAY_RULE = "not_loaded_for_another_day"
 
 
 def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[str], partition_date: date) -> set[str]:
     """Which of these shipment ids the fact table holds for a day other than ``partition_date``.
+
+    One query whatever the number of ids, so the database plans it as a whole (index probes or a
+    hash join): PostgreSQL takes them as one array, SQLite as one JSON array read by ``json_each``.
 
     Args:
         connection: a warehouse connection (inside the caller's transaction, if any).
@@ -192,18 +195,16 @@ def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[
     ids = pd.Series([value for value in shipment_ids if isinstance(value, str)], dtype=object)
     # An id the fact column cannot hold (too long, NUL, not UTF-8) is loaded nowhere, and sending it
     # would fail the query on PostgreSQL (NUL) or in either driver (a lone surrogate).
-    unique_ids = sorted(set(ids[texts_fit(ids, FACT_BOUNDS["shipment_id"])]))
-    found: set[str] = set()
-    for start in range(0, len(unique_ids), ID_LOOKUP_CHUNK):
-        chunk = unique_ids[start : start + ID_LOOKUP_CHUNK]
-        found.update(
-            connection.execute(
-                sa.select(facts.c.shipment_id).where(
-                    facts.c.shipment_id.in_(chunk), facts.c.partition_date != partition_date
-                )
-            ).scalars()
-        )
-    return found
+    unique_ids = list(set(ids[texts_fit(ids, FACT_BOUNDS["shipment_id"])]))
+    if not unique_ids:
+        return set()
+    if connection.dialect.name == "postgresql":
+        listed = facts.c.shipment_id == sa.any_(sa.bindparam("ids", unique_ids, type_=postgresql.ARRAY(sa.Text)))
+    else:
+        values = sa.func.json_each(sa.bindparam("ids", json.dumps(unique_ids))).table_valued("value")
+        listed = facts.c.shipment_id.in_(sa.select(values.c.value))
+    query = sa.select(facts.c.shipment_id).where(listed, facts.c.partition_date != partition_date)
+    return set(connection.execute(query).scalars())
 
 
 def _quarantine_ids_held_for_other_days(connection: Connection, load: PartitionLoad) -> PartitionLoad:
