@@ -153,15 +153,19 @@ def _timestamps(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    missing = values.isna().to_numpy()
-    days = np.zeros(len(values), dtype=np.int64)
-    days[~missing] = (np.array(values[~missing].tolist(), dtype="datetime64[D]") - PG_EPOCH_DAY).astype(np.int64)
+    codes, distinct = pd.factorize(values)  # a partition holds one day: convert each date once
+    since = (np.array(list(distinct), dtype="datetime64[D]") - PG_EPOCH_DAY).astype(np.int64)
+    missing = codes < 0
+    days = np.where(missing, 0, since[np.where(missing, 0, codes)] if len(since) else 0)
     return _fixed(days.astype(">i4"), missing)
 
 
 def _texts(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     missing = values.isna().to_numpy()
-    texts = [value if type(value) is str else str(value) for value in values[~missing].tolist()]
+    present = values[~missing] if missing.any() else values
+    texts = present.tolist()
+    if not isinstance(values.dtype, pd.StringDtype) and not all(type(value) is str for value in texts):
+        texts = [str(value) for value in texts]
     joined = "".join(texts)
     if joined.isascii():  # the usual case: one encode for the column, sizes from lengths
         payload, lengths = joined.encode("ascii"), np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
