@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -299,20 +300,18 @@ def _bound_values(connection: Connection, column: sa.Column, values: pd.Series) 
     stamps = isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype)
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)  # SQLite has no time zone type
-    items = values.astype(object).where(values.notna(), None).tolist()
     process = column.type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
     if process is None and not stamps:
-        return items
+        return values.astype(object).where(values.notna(), None).tolist()
 
     def bound(item: object) -> object:
         item = item.to_pydatetime() if isinstance(item, pd.Timestamp) else item
         return process(item) if process is not None else item
 
-    distinct: dict = {}  # a day repeats its dates and most of its times
-    return [
-        None if item is None else distinct[item] if item in distinct else distinct.setdefault(item, bound(item))
-        for item in items
-    ]
+    # Each distinct value bound once (a day repeats its dates and most of its times), then spread.
+    codes, distinct = pd.factorize(values)
+    processed = np.array([bound(item) for item in distinct.astype(object)] + [None], dtype=object)
+    return processed[codes].tolist()  # code -1 (missing) takes the trailing None
 
 
 def _replace_partition(
