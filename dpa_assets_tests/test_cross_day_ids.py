@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from datetime import date
 
 import sqlalchemy as sa
 
@@ -16,6 +17,7 @@ from dpa_assets.transforms import facts_checksum
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import PartitionLoad, commit_partition
 from dpa_assets.warehouse.protection import ensure_schema
+from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
 from dpa_assets_tests.support.loads import commit_validated, prepared_load, record_passed_validation
 from dpa_assets_tests.support.warehouse import rows, scalar
 
@@ -99,4 +101,23 @@ def test_two_days_committing_at_once_never_fail_on_the_unique_index(pg_url):
     assert isinstance(outcome["later"], dict), outcome["later"]
     assert outcome["later"]["rows_loaded"] == len(later.facts) - 2
     assert scalar(pg_url, "SELECT count(*) - count(DISTINCT shipment_id) FROM warehouse_facts") == 0
+    engine.dispose()
+
+
+def test_ids_held_for_other_days_are_found_in_one_query_whatever_their_number(warehouse_url):
+    engine = create_warehouse_engine(warehouse_url)
+    ensure_schema(engine)
+    first = prepared_load(FIRST_DAY, "run-a", seed=1)
+    commit_validated(engine, first)
+    held = first.facts["shipment_id"].tolist()[:5]
+    # Thousands of ids (more than SQLite's bound-parameter limit), quotes and accents among them.
+    wanted = [*held, *(f"NEW-{n}" for n in range(5_000)), 'it\'s "é"', "x" * 65, "a\\b,{c}"]
+    queries: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
+
+    found = shipment_ids_loaded_elsewhere(engine, wanted, date.fromisoformat(LATER_DAY))
+
+    assert found == set(held)
+    assert len([sql for sql in queries if "warehouse_facts" in sql]) == 1
+    assert shipment_ids_loaded_elsewhere(engine, wanted, date.fromisoformat(FIRST_DAY)) == set()
     engine.dispose()

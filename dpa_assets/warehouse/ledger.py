@@ -8,7 +8,6 @@ Every attempt leaves an audit row; a successful one is written in the data's own
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import random
@@ -18,13 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from dpa_assets.column_bounds import FACT_BOUNDS, texts_fit
 from dpa_assets.transforms import facts_checksum
 from dpa_assets.warehouse.engine import WRITE_OPTION
+from dpa_assets.warehouse.pg_copy import copy_frame
 from dpa_assets.warehouse.protection import pg_break_glass, remove_partition, remove_rejects
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
@@ -174,12 +176,14 @@ def as_records(frame: pd.DataFrame, dialect: str) -> list[dict]:
     ]
 
 
-ID_LOOKUP_CHUNK = 900  # stays under SQLite's bound-parameter limit on every version
 CROSS_DAY_RULE = "not_loaded_for_another_day"
 
 
 def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[str], partition_date: date) -> set[str]:
     """Which of these shipment ids the fact table holds for a day other than ``partition_date``.
+
+    One query whatever the number of ids, so the database plans it as a whole (index probes or a
+    hash join): PostgreSQL takes them as one array, SQLite as one JSON array read by ``json_each``.
 
     Args:
         connection: a warehouse connection (inside the caller's transaction, if any).
@@ -192,18 +196,16 @@ def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[
     ids = pd.Series([value for value in shipment_ids if isinstance(value, str)], dtype=object)
     # An id the fact column cannot hold (too long, NUL, not UTF-8) is loaded nowhere, and sending it
     # would fail the query on PostgreSQL (NUL) or in either driver (a lone surrogate).
-    unique_ids = sorted(set(ids[texts_fit(ids, FACT_BOUNDS["shipment_id"])]))
-    found: set[str] = set()
-    for start in range(0, len(unique_ids), ID_LOOKUP_CHUNK):
-        chunk = unique_ids[start : start + ID_LOOKUP_CHUNK]
-        found.update(
-            connection.execute(
-                sa.select(facts.c.shipment_id).where(
-                    facts.c.shipment_id.in_(chunk), facts.c.partition_date != partition_date
-                )
-            ).scalars()
-        )
-    return found
+    unique_ids = list(set(ids[texts_fit(ids, FACT_BOUNDS["shipment_id"])]))
+    if not unique_ids:
+        return set()
+    if connection.dialect.name == "postgresql":
+        listed = facts.c.shipment_id == sa.any_(sa.bindparam("ids", unique_ids, type_=postgresql.ARRAY(sa.Text)))
+    else:
+        values = sa.func.json_each(sa.bindparam("ids", json.dumps(unique_ids))).table_valued("value")
+        listed = facts.c.shipment_id.in_(sa.select(values.c.value))
+    query = sa.select(facts.c.shipment_id).where(listed, facts.c.partition_date != partition_date)
+    return set(connection.execute(query).scalars())
 
 
 def _quarantine_ids_held_for_other_days(connection: Connection, load: PartitionLoad) -> PartitionLoad:
@@ -270,14 +272,10 @@ def bulk_insert(connection: Connection, table: sa.Table, frame: pd.DataFrame) ->
     if frame.empty:
         return
     if connection.dialect.name == "postgresql":
-        buffer = io.StringIO()
-        _db_frame(frame, "postgresql").to_csv(buffer, header=False, index=False)
-        buffer.seek(0)
-        columns = ", ".join(frame.columns)
         # The DB-API connection under this SQLAlchemy connection: COPY joins the same transaction.
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(f"COPY {table.name} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
+            copy_frame(cursor, table, frame)
         finally:
             cursor.close()
     else:
@@ -302,20 +300,18 @@ def _bound_values(connection: Connection, column: sa.Column, values: pd.Series) 
     stamps = isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype)
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)  # SQLite has no time zone type
-    items = values.astype(object).where(values.notna(), None).tolist()
     process = column.type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
     if process is None and not stamps:
-        return items
+        return values.astype(object).where(values.notna(), None).tolist()
 
     def bound(item: object) -> object:
         item = item.to_pydatetime() if isinstance(item, pd.Timestamp) else item
         return process(item) if process is not None else item
 
-    distinct: dict = {}  # a day repeats its dates and most of its times
-    return [
-        None if item is None else distinct[item] if item in distinct else distinct.setdefault(item, bound(item))
-        for item in items
-    ]
+    # Each distinct value bound once (a day repeats its dates and most of its times), then spread.
+    codes, distinct = pd.factorize(values)
+    processed = np.array([bound(item) for item in distinct.astype(object)] + [None], dtype=object)
+    return processed[codes].tolist()  # code -1 (missing) takes the trailing None
 
 
 def _replace_partition(
