@@ -144,9 +144,37 @@ def _print_summary(days: list[date], failed_runs: dict[date, str] | None = None)
     print(f"dagster home: {os.environ['DAGSTER_HOME']}  (UI: make ui)")
 
 
+def days_between(first: date, last: date) -> list[date]:
+    """Every day from ``first`` to ``last``, both included, in order.
+
+    Args:
+        first: the first day of the range.
+        last: the last day of the range (not before ``first``).
+
+    Returns:
+        The days of the range.
+    """
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+def _requested_days(args: argparse.Namespace) -> list[date]:
+    """The days ``dpa materialize`` was asked for: repeated --date, --last N, or --from/--to."""
+    if (args.range_from is None) != (args.range_to is None):
+        raise OperatorError("--from and --to go together: give the first and the last day of the range")
+    if args.range_from is not None:
+        if args.date or args.last:
+            raise OperatorError("give either --date, --last or --from/--to")
+        if args.range_from > args.range_to:
+            raise OperatorError(f"--from {args.range_from} is after --to {args.range_to}")
+        return days_between(args.range_from, args.range_to)
+    if not args.date and not args.last:
+        raise OperatorError("say which days: --date DAY (repeatable), --last N or --from DAY --to DAY")
+    return args.date or _recent_days(args.last, None)
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
+    days = _requested_days(args)
     _dagster_home()
-    days = args.date or _recent_days(args.last, None)
     return _materialize_days(sorted(set(days)), args.verbose, step_retry=not args.no_step_retry)
 
 
@@ -399,9 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(handler=cmd_seed_landing)
 
     materialize = commands.add_parser("materialize", help="load days through the Dagster job")
-    which = materialize.add_mutually_exclusive_group(required=True)
+    which = materialize.add_mutually_exclusive_group()
     which.add_argument("--date", type=date.fromisoformat, action="append", help="a day (repeatable)")
     which.add_argument("--last", type=int, help="the last N closed days")
+    # A range (a backfill) is one run per day: a bad day fails alone, with its own checks and alert.
+    materialize.add_argument("--from", dest="range_from", type=date.fromisoformat, help="first day of a range")
+    materialize.add_argument("--to", dest="range_to", type=date.fromisoformat, help="last day of a range")
     materialize.add_argument(
         "--no-step-retry",
         action="store_true",
