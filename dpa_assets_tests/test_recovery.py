@@ -24,7 +24,7 @@ from dpa_assets.recovery.catchup import (
     due_days,
     ledger_state,
 )
-from dpa_assets.recovery.heartbeat import heartbeat_tags, read_heartbeat
+from dpa_assets.recovery.heartbeat import beating, heartbeat_tags, read_heartbeat
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.recovery.sensors import freight_catch_up_sensor, zombie_run_reconciler_sensor
 from dpa_assets.recovery.zombies import RunView, Zombie, find_zombies, pid_alive, zombie_alert
@@ -42,8 +42,8 @@ def _run(tags: dict[str, str], started_minutes_ago: float = 5, job: str = "daily
     return RunView("r1", job, "STARTED", NOW - timedelta(minutes=started_minutes_ago), tags)
 
 
-def _beat(host: str, pid: int, seconds_ago: float) -> dict[str, str]:
-    return heartbeat_tags(NOW - timedelta(seconds=seconds_ago), host=host, pid=pid)
+def _beat(host: str, pid: int, seconds_ago: float, step_pid: int | None = None) -> dict[str, str]:
+    return heartbeat_tags(NOW - timedelta(seconds=seconds_ago), host=host, pid=pid, step_pid=step_pid)
 
 
 def _zombie_reasons(run: RunView, alive: set[int]) -> list[str]:
@@ -61,6 +61,11 @@ def _zombie_reasons(run: RunView, alive: set[int]) -> list[str]:
         ({}, set(), 2, None),  # still starting
         ({}, set(), 10, "with no heartbeat"),
         (_beat(HOST, 41, 5), {41}, 4 * 60, "past the maximum runtime"),
+        # Multiprocess executor (UI selections): the step's process ends between steps, the run worker lives on.
+        (_beat(HOST, 41, 5, step_pid=42), {41}, 5, None),
+        # The run worker was killed but its orphaned step still writes: wait for it (or its silence).
+        (_beat(HOST, 41, 5, step_pid=42), {42}, 5, None),
+        (_beat(HOST, 41, 5, step_pid=42), set(), 5, "PID 41 on this-host) is gone"),
     ],
 )
 def test_zombie_rule(tags, alive, started, expected):
@@ -69,6 +74,36 @@ def test_zombie_rule(tags, alive, started, expected):
         assert reasons == []
     else:
         assert len(reasons) == 1 and expected in reasons[0]
+
+
+def _two_step_multiprocess_job() -> dg.JobDefinition:
+    @dg.asset
+    @beating
+    def first(context) -> int:  # unannotated: this module postpones annotations
+        return 1
+
+    @dg.asset
+    @beating
+    def second(context, first: int) -> int:
+        return first + 1
+
+    two_steps = dg.define_asset_job("two_steps", executor_def=dg.multiprocess_executor)
+    return dg.Definitions(assets=[first, second], jobs=[two_steps]).resolve_job_def("two_steps")
+
+
+def test_a_multiprocess_step_names_its_run_worker(instance):
+    # Dagster's multiprocess executor (UI selections) runs each step in a process that ends with
+    # it; a beat naming only that process read as a dead worker in the gap between two steps.
+    result = dg.execute_job(dg.reconstructable(_two_step_multiprocess_job), instance=instance)
+    assert result.success
+    beat = read_heartbeat(instance.get_run_by_id(result.run_id).tags)
+    assert beat is not None and beat.pid == os.getpid()  # execute_job's run worker is this process
+    assert beat.step_pid is not None and beat.step_pid != os.getpid()
+
+
+def test_a_beat_names_the_step_process_beside_its_worker():
+    beat = read_heartbeat(heartbeat_tags(NOW, host=HOST, pid=41, step_pid=42))
+    assert beat is not None and (beat.pid, beat.step_pid, beat.pids()) == (41, 42, {41, 42})
 
 
 def test_runs_of_other_code_locations_are_never_zombies():

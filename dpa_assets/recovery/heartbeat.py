@@ -21,6 +21,7 @@ import dagster as dg
 
 HOST_TAG = "dpa/worker_host"
 PID_TAG = "dpa/worker_pid"
+STEP_PID_TAG = "dpa/step_pid"
 BEAT_TAG = "dpa/heartbeat_at"
 BEAT_INTERVAL_SECONDS = 15.0
 T = TypeVar("T")
@@ -31,27 +32,37 @@ class Heartbeat:
     """A run's last recorded sign of life."""
 
     host: str
-    pid: int
+    pid: int  # the run worker
     beat_at: datetime
+    step_pid: int | None = None  # the step's own process when it is not the run worker
+
+    def pids(self) -> set[int]:
+        """Every process of the run that may still be working."""
+        return {self.pid} if self.step_pid is None else {self.pid, self.step_pid}
 
 
-def worker_pid() -> int:
-    """The process doing the run's work: this one.
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
+    """The run worker: the process that executes the run from its first step to its last.
 
-    ``daily_freight_job`` runs in one process (in-process executor), as do ``dpa materialize``
-    runs, so this is the run worker. Not the multiprocessing parent: a run worker's parent is the
-    code server, which serves every other run and sensor. Under the multiprocess executor (UI
-    asset selections) it is the step's process; a step orphaned by a killed run worker stops
-    beating when it ends, and the heartbeat's age then decides.
+    ``daily_freight_job`` and ``dpa materialize`` run every step in the run worker: this process.
+    Under Dagster's multiprocess executor (UI asset selections) each step is a process the run
+    worker spawns, which ends with its step, so the step's PID would read as a dead worker between
+    two steps. The run worker is the process that started the run: its RUN_START event says so.
     """
-    return os.getpid()
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    return event.pid if event is not None and event.pid else os.getpid()
 
 
-def heartbeat_tags(now: datetime, host: str | None = None, pid: int | None = None) -> dict[str, str]:
-    """The tags of one beat."""
+def heartbeat_tags(
+    now: datetime, host: str | None = None, pid: int | None = None, step_pid: int | None = None
+) -> dict[str, str]:
+    """The tags of one beat: the run worker and, when it is another process, the step's own."""
+    worker = pid or os.getpid()
     return {
         HOST_TAG: host or socket.gethostname(),
-        PID_TAG: str(pid or worker_pid()),
+        PID_TAG: str(worker),
+        STEP_PID_TAG: str(step_pid or worker),
         BEAT_TAG: now.astimezone(UTC).isoformat(timespec="seconds"),
     }
 
@@ -59,14 +70,17 @@ def heartbeat_tags(now: datetime, host: str | None = None, pid: int | None = Non
 def read_heartbeat(tags: dict[str, str]) -> Heartbeat | None:
     """The heartbeat recorded in a run's tags, or None when the run never beat (or the tags are unreadable)."""
     try:
-        return Heartbeat(host=tags[HOST_TAG], pid=int(tags[PID_TAG]), beat_at=datetime.fromisoformat(tags[BEAT_TAG]))
+        worker = int(tags[PID_TAG])
+        step = int(tags.get(STEP_PID_TAG, worker))
+        beat_at = datetime.fromisoformat(tags[BEAT_TAG])
     except (KeyError, ValueError):
         return None
+    return Heartbeat(host=tags[HOST_TAG], pid=worker, beat_at=beat_at, step_pid=None if step == worker else step)
 
 
-def _beat(instance: dg.DagsterInstance, run_id: str) -> None:
+def _beat(instance: dg.DagsterInstance, run_id: str, worker: int) -> None:
     try:
-        instance.add_run_tags(run_id, heartbeat_tags(datetime.now(UTC)))
+        instance.add_run_tags(run_id, heartbeat_tags(datetime.now(UTC), pid=worker, step_pid=os.getpid()))
     except Exception as error:  # noqa: BLE001
         # A busy run storage must not fail the load; a missed beat only ages the heartbeat.
         dg.get_dagster_logger().warning(f"run heartbeat not recorded: {type(error).__name__}: {error}")
@@ -85,12 +99,13 @@ def run_heartbeat(context: dg.AssetExecutionContext, interval_seconds: float = B
     except dg.DagsterError:
         yield  # a directly invoked asset (a unit test) has no run to beat for
         return
-    _beat(instance, run_id)  # before any work: the PID is known from the first second
+    worker = worker_pid(instance, run_id)
+    _beat(instance, run_id, worker)  # before any work: the PID is known from the first second
     stop = threading.Event()
 
     def beat_until_stopped() -> None:
         while not stop.wait(interval_seconds):
-            _beat(instance, run_id)
+            _beat(instance, run_id, worker)
 
     thread = threading.Thread(target=beat_until_stopped, name=f"dpa-heartbeat-{run_id[:8]}", daemon=True)
     thread.start()

@@ -102,7 +102,9 @@ def zombie_reason(
         if age > policy.start_grace_seconds:
             return f"{run.status} for {age:.0f} s with no heartbeat: its worker never started or died at once"
         return None
-    if beat.host == host and not alive(beat.pid):
+    # Gone only when the run worker and its current step's process both are: between two steps of
+    # the multiprocess executor the step's process has ended, and an orphaned step may still write.
+    if beat.host == host and not any(alive(pid) for pid in beat.pids()):
         return f"its worker (PID {beat.pid} on {beat.host}) is gone"
     silent = (now - beat.beat_at).total_seconds()
     if silent > policy.stale_heartbeat_seconds:
