@@ -71,11 +71,12 @@ def join_texts(texts: np.ndarray | list[str]) -> JoinedTexts:
     """Join Python strings into code points; lone surrogates are kept as their own code point.
 
     Args:
-        texts: Python ``str`` values only.
+        texts: Python ``str`` values only (``TypeError`` otherwise).
 
     Returns:
         The code points with each text's start and length.
     """
+    texts = texts.tolist() if isinstance(texts, np.ndarray) else texts  # str.join copies any other sequence first
     joined = "\x00".join(texts)
     codes = _code_points(joined)
     separators = np.flatnonzero(codes == 0)

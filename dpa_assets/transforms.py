@@ -79,13 +79,14 @@ class _Received:
 def _blank_to_na(values: pd.Series) -> _Received:
     """Strip surrounding spaces; an empty field (or a value that is not text) is a missing value (None)."""
     received = values.to_numpy(dtype=object)
-    if pd.api.types.infer_dtype(received, skipna=False) != "string":
+    try:
+        joined = join_texts(received)
+    except TypeError:  # not all text: each value on its own
         text = np.empty(len(received), dtype=object)
         text[:] = [value.strip() or None if isinstance(value, str) else None for value in received]
         present = np.flatnonzero(np.not_equal(text, None))
         return _Received(text, present, join_texts(text[present]))
-    # All text: only the values that begin or end oddly (or are empty) are looked at one by one.
-    joined = join_texts(received)
+    # Only the values that begin or end oddly (or are empty) are looked at one by one.
     odd = np.flatnonzero(joined.stripped_or_empty())
     if not len(odd):
         return _Received(received, np.arange(len(received)), joined)
@@ -402,9 +403,9 @@ def _json_text(document: object) -> str:
 
 def _json_pieces(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     """``json.dumps(_json_value(value), ensure_ascii=False)`` of each value, and which hold a character UTF-8 cannot."""
-    if pd.api.types.infer_dtype(values, skipna=False) == "string":  # all text: the C encoder, no Python step
-        pieces = list(map(encode_basestring, values))
-    else:
+    try:
+        pieces = list(map(encode_basestring, values.tolist()))  # all text: the C encoder, no Python step
+    except TypeError:
         pieces = [json.dumps(_json_value(value), ensure_ascii=False) for value in values]
     unstorable = np.zeros(len(pieces), dtype=bool)
     if UNSTORABLE_CHARACTER.search("".join(pieces)):
@@ -591,11 +592,11 @@ def _canonical_texts(values: pd.Series) -> list[str]:
             lambda bits: ["" if x != x else repr(round(x, 6)) for x in bits.view(np.float64).tolist()],
         )
     if pd.api.types.is_integer_dtype(kind) and isinstance(kind, np.dtype):
-        return [str(number) for number in values.tolist()]
+        return list(map(str, values.tolist()))
     plain = values.tolist()
-    first = type(plain[0]) if plain else str
-    if first in (str, date) and all(type(value) is first for value in plain):
-        if first is str:
+    kinds = set(map(type, plain))  # exact types: a str subclass could render differently
+    if kinds <= {str} or kinds == {date}:
+        if kinds <= {str}:
             return plain
         days = {day: day.isoformat() for day in set(plain)}  # a partition holds one day
         return [days[day] for day in plain]
