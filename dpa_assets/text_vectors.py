@@ -19,7 +19,7 @@ _ASCII_SPACE[[code for code in range(128) if chr(code).isspace()]] = True  # wha
 class JoinedTexts:
     """Texts laid end to end: ``codes[starts[i] : starts[i] + lengths[i]]`` are the code points of text i."""
 
-    codes: np.ndarray  # uint8 when every text is ASCII, else uint32
+    codes: np.ndarray  # uint8 when every text is Latin-1 (so no surrogate), else uint32
     starts: np.ndarray
     lengths: np.ndarray
 
@@ -90,9 +90,10 @@ def join_texts(texts: np.ndarray | list[str]) -> JoinedTexts:
 
 
 def _code_points(text: str) -> np.ndarray:
-    if text.isascii():
-        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    try:  # ASCII and Latin-1 (accented names) fit a byte per code point
+        return np.frombuffer(text.encode("latin-1"), dtype=np.uint8)
+    except UnicodeEncodeError:
+        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
 def ascii_digits(codes: np.ndarray) -> np.ndarray:

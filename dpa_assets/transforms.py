@@ -128,7 +128,8 @@ def _type_texts(received: _Received, bound: ColumnBound) -> tuple[object, np.nda
     return pd.array(np.where(fits, received.text, None), dtype="string"), np.flatnonzero(~fits), FITS_COLUMN
 
 
-_POWERS_OF_TEN = np.array([float(10**k) for k in range(16)])  # exact doubles
+_POWERS_OF_TEN_INT = 10 ** np.arange(16, dtype=np.int64)
+_POWERS_OF_TEN = _POWERS_OF_TEN_INT.astype(np.float64)  # exact doubles (below 2**53)
 
 
 def _type_numbers(received: _Received, bound: ColumnBound, whole: bool) -> tuple[object, np.ndarray, np.ndarray]:
@@ -175,9 +176,12 @@ def _plain_numerals(joined: JoinedTexts, fraction: bool) -> tuple[np.ndarray, np
     owner = np.repeat(np.arange(len(joined.lengths)), joined.lengths)
     counted = np.cumsum(digit)
     after = counted[joined.ends - 1][owner] - counted  # digits after each code point in its text
-    weight = np.where(plain[owner] & digit, 10 ** np.minimum(after, 15), 0)
+    weight = np.where(plain[owner] & digit, _POWERS_OF_TEN_INT[np.minimum(after, 15)], 0)
     mantissa = joined.per_text_sum((joined.codes.astype(np.int64) - ZERO) * weight)
-    passed_point = np.cumsum(point) - (np.cumsum(point) - point)[joined.starts][owner]
+    if not fraction:
+        return plain, mantissa, np.zeros(len(plain), dtype=np.int64)
+    points_so_far = np.cumsum(point)
+    passed_point = points_so_far - (points_so_far - point)[joined.starts][owner]
     scale = joined.per_text_sum(digit & (passed_point > 0))
     return plain, mantissa, np.where(plain, scale, 0)
 
@@ -219,7 +223,9 @@ def _type_timestamps(received: _Received, bound: ColumnBound) -> tuple[object, n
     rules[~fits] = FITS_COLUMN
     # One nanosecond value makes the whole batch nanosecond-based, whose range ends in 2262: a value
     # the batch could not hold is parsed again on its own, so no row's verdict depends on another row.
-    for row in np.flatnonzero(np.not_equal(local, None) & parsed.isna().to_numpy()):
+    attempted = np.zeros(len(text), dtype=bool)
+    attempted[present] = True
+    for row in np.flatnonzero(attempted & parsed.isna().to_numpy()):
         rule, stamp = _read_timestamp(local[row], bound)
         if rule is None:
             typed[row] = stamp
@@ -422,6 +428,18 @@ def _shown_shipment_id(value: object) -> str | None:
     return storable_text(value, _REJECT_SHIPMENT_ID) if isinstance(value, str) else value
 
 
+def _shown_shipment_ids(values: np.ndarray) -> list[str | None]:
+    """``_shown_shipment_id`` of each value; ids that are text and fit as they are need no Python step."""
+    try:
+        joined = join_texts(values)
+    except TypeError:
+        return [_shown_shipment_id(value) for value in values]
+    limit = _REJECT_SHIPMENT_ID.max_length
+    if not joined.unstorable().any() and (limit is None or (joined.lengths <= limit).all()):
+        return values.tolist()
+    return [_shown_shipment_id(value) for value in values]
+
+
 def validate_freight(
     raw: pd.DataFrame, partition_key: str, loaded_elsewhere: Collection[str] = frozenset()
 ) -> ValidationOutcome:
@@ -467,7 +485,7 @@ def _rejects(raw: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "source_line": raw[SOURCE_LINE].iloc[rejected_rows].astype(int).tolist(),
-            "shipment_id": [_shown_shipment_id(value) for value in received["shipment_id"]],
+            "shipment_id": _shown_shipment_ids(received["shipment_id"]),
             "raw_record": _raw_records(received),
             **_reason_texts(raw, reasons),
         },
