@@ -98,17 +98,18 @@ def _blank_to_na(values: pd.Series) -> _Received:
     return _Received(text, present, join_texts(text[present]))
 
 
-def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Turn text columns into typed ones; a value that does not parse or fit becomes null plus a reason.
 
     Args:
         raw: received rows, all values text, indexed by position (0, 1, ...).
 
     Returns:
-        The typed frame (same index) and the typing failures (``row``, ``column``, ``rule``), column by column.
+        The typed frame (same index), the typing failures (``row``, ``column``, ``rule``) column by column,
+        and where each text column's typed value is missing (what ``isna`` would say, without asking each value).
     """
     typed: dict[str, object] = {}
-    failures = []
+    failures, missing = [], {}
     for column in RAW_COLUMNS:
         received, bound = _blank_to_na(raw[column]), FACT_BOUNDS[column]
         if column in NUMBER_COLUMNS or column in WHOLE_NUMBER_COLUMNS:
@@ -117,8 +118,11 @@ def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             typed[column], rows, rules = _type_timestamps(received, bound)
         else:
             typed[column], rows, rules = _type_texts(received, bound)
+            missing[column] = np.ones(len(raw), dtype=bool)
+            missing[column][received.present] = False
+            missing[column][rows] = True
         failures.append(pd.DataFrame({"row": rows, "column": column, "rule": rules}))
-    return pd.DataFrame(typed, index=raw.index), pd.concat(failures, ignore_index=True)
+    return pd.DataFrame(typed, index=raw.index), pd.concat(failures, ignore_index=True), missing
 
 
 def _type_texts(received: _Received, bound: ColumnBound) -> tuple[object, np.ndarray, str]:
@@ -275,7 +279,9 @@ class _RuleFailure:
     cells: np.ndarray | None = None  # frame rule: (column, failing row) -> reported
 
 
-def _rule_failures(schema: pa.DataFrameSchema, typed: pd.DataFrame) -> list[_RuleFailure]:
+def _rule_failures(
+    schema: pa.DataFrameSchema, typed: pd.DataFrame, missing: dict[str, np.ndarray]
+) -> list[_RuleFailure]:
     """Every rule of the schema evaluated on every row, in the order pandera's lazy validation runs them.
 
     The rules are the schema's own checks, run by pandera's check backend; only the failure-case
@@ -285,7 +291,8 @@ def _rule_failures(schema: pa.DataFrameSchema, typed: pd.DataFrame) -> list[_Rul
     failures = []
     for name, column in schema.columns.items():
         if not column.nullable:
-            failures.append(_RuleFailure("Column", "not_nullable", np.flatnonzero(typed[name].isna()), name))
+            absent = missing[name] if name in missing else typed[name].isna().to_numpy()
+            failures.append(_RuleFailure("Column", "not_nullable", np.flatnonzero(absent), name))
         for check in column.checks:
             failures.append(_RuleFailure("Column", _check_identifier(check), _failing_rows(check, typed, name), name))
     for check in schema.checks:
@@ -326,13 +333,15 @@ def _failing_rows(check: pa.Check, typed: pd.DataFrame, column: str | None) -> n
     return checked.index.to_numpy()[~verdicts.astype(bool).to_numpy()]
 
 
-def _schema_reasons(schema: pa.DataFrameSchema, typed: pd.DataFrame, parse_failures: pd.DataFrame) -> pd.DataFrame:
+def _schema_reasons(
+    schema: pa.DataFrameSchema, typed: pd.DataFrame, parse_failures: pd.DataFrame, missing: dict[str, np.ndarray]
+) -> pd.DataFrame:
     """One reason per (row, column, rule) the schema fails, ranked as pandera's failure report lists it.
 
     A rule failed by a value the typing step already refused (so it is missing) is left out: the parse
     reason says why. Returns columns ``row``, ``column``, ``rule``, ``rank``.
     """
-    failures = _rule_failures(schema, typed)
+    failures = _rule_failures(schema, typed, missing)
     ranks = iter(_report_ranks(failures))
     found = []
     for failure in failures:
@@ -454,9 +463,9 @@ def validate_freight(
         Valid typed rows and one reject row per bad received row, with every reason.
     """
     raw = raw.reset_index(drop=True)
-    typed, parse_failures = type_raw_values(raw)
+    typed, parse_failures, missing = type_raw_values(raw)
     schema = freight_schema(*partition_bounds(partition_key), loaded_elsewhere)
-    reasons = _ordered_reasons(parse_failures, _schema_reasons(schema, typed, parse_failures))
+    reasons = _ordered_reasons(parse_failures, _schema_reasons(schema, typed, parse_failures, missing))
     rejected = np.zeros(len(raw), dtype=bool)
     rejected[reasons["row"].to_numpy()] = True
     valid = typed[~rejected]
