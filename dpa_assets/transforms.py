@@ -129,7 +129,8 @@ def _type_texts(received: _Received, bound: ColumnBound) -> tuple[object, np.nda
     """Texts as pandas strings, and the rows whose text the column cannot store (rule ``fits_column``)."""
     fits = np.ones(len(received.text), dtype=bool)
     fits[received.present] = present_texts_fit(received.joined, bound)
-    return pd.array(np.where(fits, received.text, None), dtype="string"), np.flatnonzero(~fits), FITS_COLUMN
+    kept = received.text if fits.all() else np.where(fits, received.text, None)
+    return pd.array(kept, dtype="string"), np.flatnonzero(~fits), FITS_COLUMN
 
 
 _POWERS_OF_TEN_INT = 10 ** np.arange(16, dtype=np.int64)
@@ -139,18 +140,18 @@ _POWERS_OF_TEN = _POWERS_OF_TEN_INT.astype(np.float64)  # exact doubles (below 2
 def _type_numbers(received: _Received, bound: ColumnBound, whole: bool) -> tuple[object, np.ndarray, np.ndarray]:
     """Typed numbers (float, or Int64 when ``whole``), and the failing rows with their rule."""
     text, present = received.text, received.present
-    texts = text[present]
     fraction = not whole and bound.integer_range is None  # a decimal point cannot change what such a column stores
     plain, mantissa, scale = _plain_numerals(received.joined, fraction)
-    rules = np.full(len(texts), None, dtype=object)
+    rules = np.full(len(present), None, dtype=object)
     if bound.integer_range is not None:
         low, high = bound.integer_range
         rules[plain & ((mantissa < low) | (mantissa > high))] = FITS_COLUMN
     numbers = mantissa if whole else mantissa / _POWERS_OF_TEN[scale]
     # Anything else (signs, exponents, long or odd spellings) is read one distinct text at a time.
     odd = np.flatnonzero(~plain)
-    verdicts = {value: _read_number(value, bound, whole) for value in set(texts[odd].tolist())}
-    found = [verdicts[value] for value in texts[odd].tolist()]
+    odd_texts = text[present[odd]].tolist()
+    verdicts = {value: _read_number(value, bound, whole) for value in set(odd_texts)}
+    found = [verdicts[value] for value in odd_texts]
     rules[odd] = [rule for rule, _ in found]
     numbers[odd] = [0 if number is None else number for _, number in found]
     failed = np.not_equal(rules, None)
@@ -216,10 +217,12 @@ def _read_number(text: str, bound: ColumnBound, whole: bool) -> tuple[str | None
 def _type_timestamps(received: _Received, bound: ColumnBound) -> tuple[object, np.ndarray, np.ndarray]:
     """Typed UTC timestamps (microseconds), and the failing rows with their rule."""
     text, present = received.text, received.present
-    local = text.copy()
     # The freight system omits the offset on some exports: those are local (UTC+1) times.
-    naive = present[~_end_with_offset(text[present], received.joined)]
-    local[naive] = text[naive] + "+01:00"
+    naive = present[~_end_with_offset(text, present, received.joined)]
+    local = text
+    if len(naive):  # the received values are read-only: change a copy
+        local = text.copy()
+        local[naive] = text[naive] + "+01:00"
     parsed = pd.to_datetime(pd.Series(local), utc=True, format="ISO8601", errors="coerce")
     fits = timestamps_fit(parsed, bound).to_numpy()
     typed = parsed.where(fits).astype(UTC_TIMESTAMP)
@@ -239,8 +242,11 @@ def _type_timestamps(received: _Received, bound: ColumnBound) -> tuple[object, n
     return typed.array, failed, rules[failed]
 
 
-def _end_with_offset(texts: np.ndarray, joined: JoinedTexts) -> np.ndarray:
-    """Whether each text (``joined`` holds its code points) matches ``_HAS_OFFSET``: Z, +hh:mm, +hhmm, -hh:mm, -hhmm."""
+def _end_with_offset(text: np.ndarray, present: np.ndarray, joined: JoinedTexts) -> np.ndarray:
+    """Whether each ``text[present]`` (``joined`` holds their code points) matches ``_HAS_OFFSET``.
+
+    That is: it ends in Z, +hh:mm, +hhmm, -hh:mm or -hhmm.
+    """
     tail = {k: joined.from_end(k) for k in range(1, 7)}  # the longest offset is 6 characters
     digit = {k: (tail[k] >= ZERO) & (tail[k] <= NINE) for k in tail}
 
@@ -251,7 +257,7 @@ def _end_with_offset(texts: np.ndarray, joined: JoinedTexts) -> np.ndarray:
     ends = (tail[1] == ord("Z")) | (digit[1] & digit[2] & (colon | (digit[3] & digit[4] & sign(5))))
     # \d also matches other scripts' digits: a text with such a character near its end asks the pattern.
     for position in np.flatnonzero(np.any([tail[k] > 127 for k in tail], axis=0)):
-        ends[position] = re.search(_HAS_OFFSET, texts[position]) is not None
+        ends[position] = re.search(_HAS_OFFSET, text[present[position]]) is not None
     return ends
 
 

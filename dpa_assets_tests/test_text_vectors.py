@@ -59,5 +59,5 @@ def test_plain_numerals_read_as_float_does(values, fraction):
 @settings(max_examples=500, deadline=None)
 @given(st.lists(stamps.filter(lambda value: value and value == value.strip()), max_size=12))  # as received: stripped
 def test_offset_at_the_end_as_the_pattern_finds_it(values):
-    found = _end_with_offset(np.array(values, dtype=object), join_texts(values))
+    found = _end_with_offset(np.array(values, dtype=object), np.arange(len(values)), join_texts(values))
     assert found.tolist() == [re.search(_HAS_OFFSET, value) is not None for value in values]
