@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from dpa_assets.text_vectors import JoinedTexts, join_texts
 from dpa_assets.warehouse.tables import facts
 
 FITS_COLUMN = "fits_column"
@@ -65,12 +67,17 @@ FACT_BOUNDS: dict[str, ColumnBound] = {column.name: column_bound(column) for col
 def texts_fit(values: pd.Series, bound: ColumnBound) -> pd.Series:
     """True where a text (or a missing value) is storable as it is: no NUL, valid UTF-8, within the length."""
     strings = values.astype("string")
-    fits = pd.Series(True, index=values.index)
-    # One search over the whole column first: a day almost never holds such a character.
-    if UNSTORABLE_CHARACTER.search("".join(strings.dropna().to_numpy(dtype=object))):
-        fits &= ~strings.str.contains(UNSTORABLE_CHARACTER).fillna(False).astype(bool)
+    present = strings.notna().to_numpy()
+    fits = np.ones(len(strings), dtype=bool)
+    fits[present] = present_texts_fit(join_texts(strings.to_numpy(dtype=object)[present]), bound)
+    return pd.Series(fits, index=values.index)
+
+
+def present_texts_fit(texts: JoinedTexts, bound: ColumnBound) -> np.ndarray:
+    """``texts_fit`` of texts that are there, given as code points, as a boolean array."""
+    fits = ~texts.unstorable()
     if bound.max_length is not None:
-        fits &= (strings.str.len() <= bound.max_length).fillna(True).astype(bool)
+        fits &= texts.lengths <= bound.max_length  # characters, as len() counts them
     return fits
 
 

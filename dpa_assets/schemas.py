@@ -16,6 +16,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from dpa_assets.reference import commodity_payloads, station_names
+from dpa_assets.text_vectors import ZERO, ascii_digits, join_texts
 
 UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="us", tz="UTC")
 
@@ -28,25 +29,23 @@ def _null_or(series: pd.Series, passed: pd.Series) -> pd.Series:
 _LUHN_DOUBLED = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9])  # 2d, less 9 above 9, for d = 0..9
 
 
-def _twelve_ascii_digits(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 12 and value.isascii() and value.isdigit()
-
-
 def uic_numbers_valid(values: pd.Series) -> pd.Series:
     """``is_valid_uic_number`` of every value at once, on a matrix of digits (False for non-text)."""
-    texts = values.astype(object)
-    shaped = texts.map(
-        lambda value: isinstance(value, str) and len(value) == 12 and value.isascii() and value.isdigit()
-    )
-    shaped = shaped.astype(bool)
-    valid = pd.Series(False, index=values.index)
+    texts = values.to_numpy(dtype=object)
+    try:
+        textual, joined = np.arange(len(texts)), join_texts(texts)
+    except TypeError:  # not all text: only the texts can be wagon numbers
+        textual = np.flatnonzero([isinstance(value, str) for value in texts])
+        joined = join_texts(texts[textual])
+    # Twelve characters, each an ASCII digit (str.isdigit alone would take other scripts' digits).
+    shaped = (joined.lengths == 12) & (joined.per_text_sum(~ascii_digits(joined.codes)) == 0)
+    valid = np.zeros(len(texts), dtype=bool)
     if shaped.any():
-        joined = "".join(texts[shaped].tolist()).encode("ascii")
-        digits = (np.frombuffer(joined, dtype=np.uint8) - ord("0")).reshape(-1, 12).astype(np.int64)
+        digits = joined.codes[joined.starts[shaped][:, None] + np.arange(12)].astype(np.int64) - ZERO
         # Luhn doubles every other digit from the rightmost payload digit (positions 10, 8, ..., 0).
         total = _LUHN_DOUBLED[digits[:, 0:11:2]].sum(axis=1) + digits[:, 1:11:2].sum(axis=1)
-        valid[shaped] = (10 - total % 10) % 10 == digits[:, 11]
-    return valid
+        valid[textual[shaped]] = (10 - total % 10) % 10 == digits[:, 11]
+    return pd.Series(valid, index=values.index)
 
 
 class FreightMovement(pa.DataFrameModel):
@@ -106,7 +105,11 @@ class FreightMovement(pa.DataFrameModel):
     @classmethod
     def _origin_differs(cls, frame: pd.DataFrame) -> Series[bool]:
         origin, destination = frame["origin_station"], frame["destination_station"]
-        return origin.isna() | destination.isna() | (origin != destination)
+        both = ~(origin.isna().to_numpy() | destination.isna().to_numpy())
+        differs = np.ones(len(frame), dtype=bool)
+        # Compared as Python objects: pandas' string comparison spends most of its time on missing values.
+        differs[both] = origin.to_numpy(dtype=object)[both] != destination.to_numpy(dtype=object)[both]
+        return pd.Series(differs, index=frame.index)
 
     @pa.dataframe_check(name="tonnage_within_wagon_payload")
     @classmethod

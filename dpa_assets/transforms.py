@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from json.encoder import encode_basestring
 
 import numpy as np
 import pandas as pd
@@ -26,14 +27,15 @@ from dpa_assets.column_bounds import (
     column_bound,
     integer_fits,
     number_fits,
+    present_texts_fit,
     storable_text,
-    texts_fit,
     timestamps_fit,
 )
 from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.partitions import partition_bounds
 from dpa_assets.schemas import UTC_TIMESTAMP, freight_schema
 from dpa_assets.sources.payload import SOURCE_LINE
+from dpa_assets.text_vectors import NINE, ZERO, JoinedTexts, ascii_digits, join_texts
 from dpa_assets.warehouse.tables import rejects as reject_table
 
 NUMBER_COLUMNS = ("net_tonnage", "revenue_xaf")
@@ -65,47 +67,128 @@ class ValidationOutcome:
         return self.rows_rejected / self.rows_received if self.rows_received else 0.0
 
 
-def _blank_to_na(values: pd.Series) -> pd.Series:
-    """Strip surrounding spaces; an empty field is a missing value."""
-    stripped = values.astype(object).str.strip()
-    return stripped.where(stripped.notna() & (stripped != ""), None).astype(object)
+@dataclass(frozen=True)
+class _Received:
+    """One received column: values stripped (None where missing), where values are, and their code points."""
+
+    text: np.ndarray
+    present: np.ndarray
+    joined: JoinedTexts  # of text[present]
 
 
-def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+def _blank_to_na(values: pd.Series) -> _Received:
+    """Strip surrounding spaces; an empty field (or a value that is not text) is a missing value (None)."""
+    received = values.to_numpy(dtype=object)
+    try:
+        joined = join_texts(received)
+    except TypeError:  # not all text: each value on its own
+        text = np.empty(len(received), dtype=object)
+        text[:] = [value.strip() or None if isinstance(value, str) else None for value in received]
+        present = np.flatnonzero(np.not_equal(text, None))
+        return _Received(text, present, join_texts(text[present]))
+    # Only the values that begin or end oddly (or are empty) are looked at one by one.
+    odd = np.flatnonzero(joined.stripped_or_empty())
+    if not len(odd):
+        return _Received(received, np.arange(len(received)), joined)
+    text = received.copy()
+    text[odd] = [value.strip() or None for value in received[odd]]
+    present = np.flatnonzero(np.not_equal(text, None))
+    if all(before == after or before == "" for before, after in zip(received[odd], text[odd], strict=True)):
+        return _Received(text, present, joined.without_empty(present))  # only empty fields went
+    return _Received(text, present, join_texts(text[present]))
+
+
+def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Turn text columns into typed ones; a value that does not parse or fit becomes null plus a reason.
 
     Args:
-        raw: received rows, all values text.
+        raw: received rows, all values text, indexed by position (0, 1, ...).
 
     Returns:
-        The typed frame (same index) and the typing failures as reason dicts with a ``row`` key.
+        The typed frame (same index), the typing failures (``row``, ``column``, ``rule``) column by column,
+        and where each text column's typed value is missing (what ``isna`` would say, without asking each value).
     """
-    typed = pd.DataFrame(index=raw.index)
-    reasons: list[dict] = []
+    typed: dict[str, object] = {}
+    failures, missing = [], {}
     for column in RAW_COLUMNS:
-        text, bound = _blank_to_na(raw[column]), FACT_BOUNDS[column]
+        received, bound = _blank_to_na(raw[column]), FACT_BOUNDS[column]
         if column in NUMBER_COLUMNS or column in WHOLE_NUMBER_COLUMNS:
-            typed[column], failed = _type_numbers(text, bound, whole=column in WHOLE_NUMBER_COLUMNS)
+            typed[column], rows, rules = _type_numbers(received, bound, whole=column in WHOLE_NUMBER_COLUMNS)
         elif column in TIMESTAMP_COLUMNS:
-            typed[column], failed = _type_timestamps(text, bound)
+            typed[column], rows, rules = _type_timestamps(received, bound)
         else:
-            fits = texts_fit(text, bound)
-            typed[column], failed = text.astype("string").where(fits), pd.Series(FITS_COLUMN, index=text.index)[~fits]
-        reasons.extend(
-            {"row": row, "column": column, "rule": rule, "value": raw.at[row, column]} for row, rule in failed.items()
-        )
-    return typed, reasons
+            typed[column], rows, rules = _type_texts(received, bound)
+            missing[column] = np.ones(len(raw), dtype=bool)
+            missing[column][received.present] = False
+            missing[column][rows] = True
+        failures.append(pd.DataFrame({"row": rows, "column": column, "rule": rules}))
+    return pd.DataFrame(typed, index=raw.index), pd.concat(failures, ignore_index=True), missing
 
 
-def _type_numbers(text: pd.Series, bound: ColumnBound, whole: bool) -> tuple[pd.Series, pd.Series]:
-    """Typed numbers (float, or Int64 when ``whole``) and the failed rule of each failing row."""
-    present = text.dropna()
-    # Each distinct text is read once: a day repeats most of its wagon counts and many tonnages.
-    verdicts = {value: _read_number(value, bound, whole) for value in pd.unique(present)}
-    rules = present.map(lambda value: verdicts[value][0]).dropna()
-    values = present.map(lambda value: verdicts[value][1]).reindex(text.index)
-    typed = values.astype("Int64") if whole else values.astype(float)
-    return typed, rules
+def _type_texts(received: _Received, bound: ColumnBound) -> tuple[object, np.ndarray, str]:
+    """Texts as pandas strings, and the rows whose text the column cannot store (rule ``fits_column``)."""
+    fits = np.ones(len(received.text), dtype=bool)
+    fits[received.present] = present_texts_fit(received.joined, bound)
+    kept = received.text if fits.all() else np.where(fits, received.text, None)
+    return pd.array(kept, dtype="string"), np.flatnonzero(~fits), FITS_COLUMN
+
+
+_POWERS_OF_TEN_INT = 10 ** np.arange(16, dtype=np.int64)
+_POWERS_OF_TEN = _POWERS_OF_TEN_INT.astype(np.float64)  # exact doubles (below 2**53)
+
+
+def _type_numbers(received: _Received, bound: ColumnBound, whole: bool) -> tuple[object, np.ndarray, np.ndarray]:
+    """Typed numbers (float, or Int64 when ``whole``), and the failing rows with their rule."""
+    text, present = received.text, received.present
+    fraction = not whole and bound.integer_range is None  # a decimal point cannot change what such a column stores
+    plain, mantissa, scale = _plain_numerals(received.joined, fraction)
+    rules = np.full(len(present), None, dtype=object)
+    if bound.integer_range is not None:
+        low, high = bound.integer_range
+        rules[plain & ((mantissa < low) | (mantissa > high))] = FITS_COLUMN
+    numbers = mantissa if whole else mantissa / _POWERS_OF_TEN[scale]
+    # Anything else (signs, exponents, long or odd spellings) is read one distinct text at a time.
+    odd = np.flatnonzero(~plain)
+    odd_texts = text[present[odd]].tolist()
+    verdicts = {value: _read_number(value, bound, whole) for value in set(odd_texts)}
+    found = [verdicts[value] for value in odd_texts]
+    rules[odd] = [rule for rule, _ in found]
+    numbers[odd] = [0 if number is None else number for _, number in found]
+    failed = np.not_equal(rules, None)
+    kept = present[~failed]
+    if whole:
+        data, missing = np.zeros(len(text), dtype=np.int64), np.ones(len(text), dtype=bool)
+        data[kept], missing[kept] = numbers[~failed], False
+        return pd.arrays.IntegerArray(data, missing), present[failed], rules[failed]
+    typed = np.full(len(text), np.nan)
+    typed[kept] = numbers[~failed]
+    return typed, present[failed], rules[failed]
+
+
+def _plain_numerals(joined: JoinedTexts, fraction: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which texts are plain numerals, with their digits read as one integer and the digits after the point.
+
+    Plain: at most 15 characters, ASCII digits only, or (``fraction``) with one decimal point among them.
+    Its digits are below 2**53, so ``mantissa / 10**scale`` is the double ``float(text)`` gives: both
+    operands are exact and IEEE division rounds once, as the decimal reading does.
+    """
+    if not len(joined.lengths):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty.astype(bool), empty, empty
+    digit, point = ascii_digits(joined.codes), joined.codes == ord(".")
+    digits, points = joined.per_text_sum(digit), joined.per_text_sum(point)
+    plain = (joined.lengths <= 15) & (digits >= 1) & (digits + points == joined.lengths) & (points <= int(fraction))
+    owner = np.repeat(np.arange(len(joined.lengths)), joined.lengths)
+    counted = np.cumsum(digit)
+    after = counted[joined.ends - 1][owner] - counted  # digits after each code point in its text
+    weight = np.where(plain[owner] & digit, _POWERS_OF_TEN_INT[np.minimum(after, 15)], 0)
+    mantissa = joined.per_text_sum((joined.codes.astype(np.int64) - ZERO) * weight)
+    if not fraction:
+        return plain, mantissa, np.zeros(len(plain), dtype=np.int64)
+    points_so_far = np.cumsum(point)
+    passed_point = points_so_far - (points_so_far - point)[joined.starts][owner]
+    scale = joined.per_text_sum(digit & (passed_point > 0))
+    return plain, mantissa, np.where(plain, scale, 0)
 
 
 def _read_number(text: str, bound: ColumnBound, whole: bool) -> tuple[str | None, float | int | None]:
@@ -131,23 +214,51 @@ def _read_number(text: str, bound: ColumnBound, whole: bool) -> tuple[str | None
     return (None, value) if number_fits(exact, value, bound) else (FITS_COLUMN, None)
 
 
-def _type_timestamps(text: pd.Series, bound: ColumnBound) -> tuple[pd.Series, pd.Series]:
-    """Typed UTC timestamps (microseconds) and the failed rule of each failing row."""
+def _type_timestamps(received: _Received, bound: ColumnBound) -> tuple[object, np.ndarray, np.ndarray]:
+    """Typed UTC timestamps (microseconds), and the failing rows with their rule."""
+    text, present = received.text, received.present
     # The freight system omits the offset on some exports: those are local (UTC+1) times.
-    local = text.where(text.isna() | text.astype(str).str.contains(_HAS_OFFSET), text + "+01:00")
-    parsed = pd.to_datetime(local, utc=True, format="ISO8601", errors="coerce")
-    fits = timestamps_fit(parsed, bound)
+    naive = present[~_end_with_offset(text, present, received.joined)]
+    local = text
+    if len(naive):  # the received values are read-only: change a copy
+        local = text.copy()
+        local[naive] = text[naive] + "+01:00"
+    parsed = pd.to_datetime(pd.Series(local), utc=True, format="ISO8601", errors="coerce")
+    fits = timestamps_fit(parsed, bound).to_numpy()
     typed = parsed.where(fits).astype(UTC_TIMESTAMP)
-    rules = pd.Series(FITS_COLUMN, index=text.index[~fits], dtype=object)
+    rules = np.full(len(text), None, dtype=object)
+    rules[~fits] = FITS_COLUMN
     # One nanosecond value makes the whole batch nanosecond-based, whose range ends in 2262: a value
     # the batch could not hold is parsed again on its own, so no row's verdict depends on another row.
-    for row in text.index[local.notna() & parsed.isna()]:
+    attempted = np.zeros(len(text), dtype=bool)
+    attempted[present] = True
+    for row in np.flatnonzero(attempted & parsed.isna().to_numpy()):
         rule, stamp = _read_timestamp(local[row], bound)
         if rule is None:
             typed[row] = stamp
         else:
             rules[row] = rule
-    return typed, rules.sort_index()
+    failed = np.flatnonzero(np.not_equal(rules, None))
+    return typed.array, failed, rules[failed]
+
+
+def _end_with_offset(text: np.ndarray, present: np.ndarray, joined: JoinedTexts) -> np.ndarray:
+    """Whether each ``text[present]`` (``joined`` holds their code points) matches ``_HAS_OFFSET``.
+
+    That is: it ends in Z, +hh:mm, +hhmm, -hh:mm or -hhmm.
+    """
+    tail = {k: joined.from_end(k) for k in range(1, 7)}  # the longest offset is 6 characters
+    digit = {k: (tail[k] >= ZERO) & (tail[k] <= NINE) for k in tail}
+
+    def sign(k: int) -> np.ndarray:
+        return (tail[k] == ord("+")) | (tail[k] == ord("-"))
+
+    colon = digit[4] & digit[5] & (tail[3] == ord(":")) & sign(6)
+    ends = (tail[1] == ord("Z")) | (digit[1] & digit[2] & (colon | (digit[3] & digit[4] & sign(5))))
+    # \d also matches other scripts' digits: a text with such a character near its end asks the pattern.
+    for position in np.flatnonzero(np.any([tail[k] > 127 for k in tail], axis=0)):
+        ends[position] = re.search(_HAS_OFFSET, text[present[position]]) is not None
+    return ends
 
 
 def _read_timestamp(text: str, bound: ColumnBound) -> tuple[str | None, pd.Timestamp | None]:
@@ -163,29 +274,124 @@ def _read_timestamp(text: str, bound: ColumnBound) -> tuple[str | None, pd.Times
     return None, stamp.as_unit("us")
 
 
-def _schema_reasons(
-    schema: pa.DataFrameSchema, typed: pd.DataFrame, raw: pd.DataFrame, parse_failures: set
-) -> list[dict]:
+@dataclass(frozen=True)
+class _RuleFailure:
+    """The rows one rule failed, and the failure cases pandera's lazy validation reports for them."""
+
+    context: str  # "Column" or "DataFrameSchema", the schema_context pandera sorts its report by
+    check: str  # the check's identifier in that report
+    rows: np.ndarray
+    column: str | None  # None for a frame rule: one case per reported cell of each failing row
+    cells: np.ndarray | None = None  # frame rule: (column, failing row) -> reported
+
+
+def _rule_failures(
+    schema: pa.DataFrameSchema, typed: pd.DataFrame, missing: dict[str, np.ndarray]
+) -> list[_RuleFailure]:
+    """Every rule of the schema evaluated on every row, in the order pandera's lazy validation runs them.
+
+    The rules are the schema's own checks, run by pandera's check backend; only the failure-case
+    tables pandera would build (a row per failing cell of every frame rule) are left out.
+    """
+    _refuse_failures_not_tied_to_rows(schema, typed)
+    failures = []
+    for name, column in schema.columns.items():
+        if not column.nullable:
+            absent = missing[name] if name in missing else typed[name].isna().to_numpy()
+            failures.append(_RuleFailure("Column", "not_nullable", np.flatnonzero(absent), name))
+        for check in column.checks:
+            failures.append(_RuleFailure("Column", _check_identifier(check), _failing_rows(check, typed, name), name))
+    for check in schema.checks:
+        rows = _failing_rows(check, typed, None)
+        if check.ignore_na:  # pandera passes a row whose values are all missing, and does not report missing cells
+            cells = typed.iloc[rows].notna().to_numpy().T
+            rows, cells = rows[cells.any(axis=0)], cells[:, cells.any(axis=0)]
+        else:
+            cells = np.ones((len(typed.columns), len(rows)), dtype=bool)
+        failures.append(_RuleFailure("DataFrameSchema", _check_identifier(check), rows, None, cells))
+    return [failure for failure in failures if len(failure.rows)]
+
+
+def _refuse_failures_not_tied_to_rows(schema: pa.DataFrameSchema, typed: pd.DataFrame) -> None:
+    """Column presence and dtypes, checked by pandera on no rows: such a failure means the typing step is wrong."""
+    if schema.unique or any(column.unique for column in schema.columns.values()):
+        raise RuntimeError("a unique= declaration is not evaluated by validate_freight; express it as a check")
     try:
-        schema.validate(typed, lazy=True)
-        return []
+        schema.validate(typed.iloc[:0], lazy=True)
     except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-    unplaced = cases[cases["index"].isna()]
-    if not unplaced.empty:
-        # A failure not tied to a row means the typing step is wrong, not the data: stop loudly.
-        raise RuntimeError(f"schema failures not tied to rows: {unplaced.to_dict('records')}")
-    reasons, seen = [], set()
-    for case in cases.itertuples(index=False):
-        row, rule = int(case.index), _rule_name(case.check)
-        # Row-wide rules are reported once per column by pandera: name the column they are about.
-        column = _DATAFRAME_RULE_COLUMNS.get(case.check, case.column)
-        if (row, column, rule) in seen or (rule == "required" and (row, column) in parse_failures):
-            continue  # the parse reason already says why the value is missing
-        seen.add((row, column, rule))
-        # The value quoted is the one received, so an auditor can compare it with the source file.
-        reasons.append({"row": row, "column": column, "rule": rule, "value": raw.at[row, column]})
-    return reasons
+        # The typing step is wrong, not the data: stop loudly.
+        raise RuntimeError(f"schema failures not tied to rows: {errors.failure_cases.to_dict('records')}") from None
+
+
+def _check_identifier(check: pa.Check) -> str:
+    return check.error if check.error is not None else check.name if check.name is not None else str(check)
+
+
+def _failing_rows(check: pa.Check, typed: pd.DataFrame, column: str | None) -> np.ndarray:
+    """Positions of the rows a check fails, as pandera's backend prepares and applies it (missing values skipped)."""
+    backend = check.get_backend(typed)(check)
+    checked = backend.preprocess(typed, column)
+    verdicts = backend.apply(checked)
+    if not isinstance(verdicts, pd.Series) or not verdicts.index.equals(checked.index):
+        raise RuntimeError(
+            f"schema failures not tied to rows: check {_check_identifier(check)} gave no verdict per row"
+        )
+    return checked.index.to_numpy()[~verdicts.astype(bool).to_numpy()]
+
+
+def _schema_reasons(
+    schema: pa.DataFrameSchema, typed: pd.DataFrame, parse_failures: pd.DataFrame, missing: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """One reason per (row, column, rule) the schema fails, ranked as pandera's failure report lists it.
+
+    A rule failed by a value the typing step already refused (so it is missing) is left out: the parse
+    reason says why. Returns columns ``row``, ``column``, ``rule``, ``rank``.
+    """
+    failures = _rule_failures(schema, typed, missing)
+    ranks = iter(_report_ranks(failures))
+    found = []
+    for failure in failures:
+        rule, named = _rule_name(failure.check), _DATAFRAME_RULE_COLUMNS.get(failure.check)
+        if failure.cells is None:
+            rank = next(ranks)
+            found.append(
+                pd.DataFrame({"row": failure.rows, "column": named or failure.column, "rule": rule, "rank": rank})
+            )
+            continue
+        rank = np.full(failure.cells.shape, -1, dtype=np.int64)
+        rank[failure.cells] = next(ranks)
+        if named is not None:  # reported once per cell, about one column: the row's earliest case counts
+            first = np.where(failure.cells, rank, np.iinfo(np.int64).max).min(axis=0)
+            found.append(pd.DataFrame({"row": failure.rows, "column": named, "rule": rule, "rank": first}))
+        else:
+            where, which = np.nonzero(failure.cells)
+            columns = np.asarray(typed.columns, dtype=object)[where]
+            found.append(
+                pd.DataFrame({"row": failure.rows[which], "column": columns, "rule": rule, "rank": rank[where, which]})
+            )
+    if not found:
+        return pd.DataFrame({"row": [], "column": [], "rule": [], "rank": []}).astype(
+            {"row": np.int64, "rank": np.int64}
+        )
+    reasons = pd.concat(found, ignore_index=True)
+    parsed = pd.MultiIndex.from_frame(parse_failures[["row", "column"]])
+    explained = (reasons["rule"] == "required") & pd.MultiIndex.from_frame(reasons[["row", "column"]]).isin(parsed)
+    return reasons[~explained].sort_values("rank").drop_duplicates(["row", "column", "rule"])
+
+
+def _report_ranks(failures: list[_RuleFailure]) -> list[np.ndarray]:
+    """Where each failure case lands in pandera's report, whose order a row's schema reasons keep.
+
+    pandera lists the column rules' cases, then the frame rules' (cell by cell, column by column), then
+    sorts the list by schema context with pandas' default sort, which is not stable: the same sort of the
+    same contexts gives the same order, so a reject's reasons read as they always did.
+    """
+    sizes = [len(failure.rows) if failure.cells is None else int(failure.cells.sum()) for failure in failures]
+    contexts = np.repeat(np.array([failure.context for failure in failures], dtype=object), sizes)
+    report = pd.DataFrame({"schema_context": contexts}).sort_values("schema_context", ascending=False)
+    rank = np.empty(len(contexts), dtype=np.int64)
+    rank[report.index.to_numpy()] = np.arange(len(contexts))
+    return np.split(rank, np.cumsum(sizes)[:-1]) if sizes else []
 
 
 _DATAFRAME_RULE_COLUMNS = {
@@ -216,6 +422,18 @@ def _json_text(document: object) -> str:
     return text if not UNSTORABLE_CHARACTER.search(text) else json.dumps(document)
 
 
+def _json_pieces(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """``json.dumps(_json_value(value), ensure_ascii=False)`` of each value, and which hold a character UTF-8 cannot."""
+    try:
+        pieces = list(map(encode_basestring, values.tolist()))  # all text: the C encoder, no Python step
+    except TypeError:
+        pieces = [json.dumps(_json_value(value), ensure_ascii=False) for value in values]
+    unstorable = np.zeros(len(pieces), dtype=bool)
+    if UNSTORABLE_CHARACTER.search("".join(pieces)):
+        unstorable[:] = [UNSTORABLE_CHARACTER.search(piece) is not None for piece in pieces]
+    return pieces, unstorable
+
+
 _REJECT_SHIPMENT_ID = column_bound(reject_table.c.shipment_id)
 
 
@@ -223,6 +441,18 @@ def _shown_shipment_id(value: object) -> str | None:
     """The received id as the quarantine's shipment_id column can hold it; raw_record keeps it whole."""
     value = _json_value(value)
     return storable_text(value, _REJECT_SHIPMENT_ID) if isinstance(value, str) else value
+
+
+def _shown_shipment_ids(values: np.ndarray) -> list[str | None]:
+    """``_shown_shipment_id`` of each value; ids that are text and fit as they are need no Python step."""
+    try:
+        joined = join_texts(values)
+    except TypeError:
+        return [_shown_shipment_id(value) for value in values]
+    limit = _REJECT_SHIPMENT_ID.max_length
+    if not joined.unstorable().any() and (limit is None or (joined.lengths <= limit).all()):
+        return values.tolist()
+    return [_shown_shipment_id(value) for value in values]
 
 
 def validate_freight(
@@ -239,33 +469,84 @@ def validate_freight(
         Valid typed rows and one reject row per bad received row, with every reason.
     """
     raw = raw.reset_index(drop=True)
-    typed, reasons = type_raw_values(raw)
-    parse_failures = {(reason["row"], reason["column"]) for reason in reasons}
-    reasons += _schema_reasons(
-        freight_schema(*partition_bounds(partition_key), loaded_elsewhere), typed, raw, parse_failures
+    typed, parse_failures, missing = type_raw_values(raw)
+    schema = freight_schema(*partition_bounds(partition_key), loaded_elsewhere)
+    reasons = _ordered_reasons(parse_failures, _schema_reasons(schema, typed, parse_failures, missing))
+    rejected = np.zeros(len(raw), dtype=bool)
+    rejected[reasons["row"].to_numpy()] = True
+    valid = typed[~rejected]
+    valid.insert(0, SOURCE_LINE, raw[SOURCE_LINE][~rejected])
+    return ValidationOutcome(partition_key, valid.reset_index(drop=True), _rejects(raw, reasons), len(raw))
+
+
+def _ordered_reasons(parse_failures: pd.DataFrame, schema_reasons: pd.DataFrame) -> pd.DataFrame:
+    """Every reason, row by row: first why values could not be typed (column order), then the schema's."""
+    reasons = pd.concat(
+        [
+            parse_failures.assign(stage=0, order=np.arange(len(parse_failures))),
+            schema_reasons.drop(columns="rank").assign(stage=1, order=schema_reasons["rank"].to_numpy()),
+        ],
+        ignore_index=True,
     )
-    by_row: dict[int, list[dict]] = {}
-    for reason in reasons:
-        row = int(reason.pop("row"))
-        reason["value"] = _json_value(reason["value"])
-        by_row.setdefault(row, []).append(reason)
-    rejected_rows = sorted(by_row)
-    valid = typed.drop(index=rejected_rows)
-    valid.insert(0, SOURCE_LINE, raw[SOURCE_LINE].drop(index=rejected_rows))
-    received = raw.loc[rejected_rows, list(RAW_COLUMNS)].to_dict("records")  # values as received
-    rejects = pd.DataFrame(
+    order = np.lexsort((reasons["order"].to_numpy(), reasons["stage"].to_numpy(), reasons["row"].to_numpy()))
+    return reasons.iloc[order].reset_index(drop=True)[["row", "column", "rule"]]
+
+
+def _rejects(raw: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
+    """One quarantine row per rejected received row: its values as received (JSON) and every reason."""
+    rows = reasons["row"].to_numpy()
+    rejected_rows = np.unique(rows)
+    received = {column: raw[column].to_numpy(dtype=object)[rejected_rows] for column in RAW_COLUMNS}
+    return pd.DataFrame(
         {
-            "source_line": raw.loc[rejected_rows, SOURCE_LINE].astype(int).tolist(),
-            "shipment_id": [_shown_shipment_id(record["shipment_id"]) for record in received],
-            "raw_record": [
-                _json_text({column: _json_value(value) for column, value in record.items()}) for record in received
-            ],
-            "reasons": [_json_text(by_row[row]) for row in rejected_rows],
-            "reason_summary": ["; ".join(f"{r['column']}: {r['rule']}" for r in by_row[row]) for row in rejected_rows],
+            "source_line": raw[SOURCE_LINE].iloc[rejected_rows].astype(int).tolist(),
+            "shipment_id": _shown_shipment_ids(received["shipment_id"]),
+            "raw_record": _raw_records(received),
+            **_reason_texts(raw, reasons),
         },
         columns=list(REJECT_COLUMNS),
     )
-    return ValidationOutcome(partition_key, valid.reset_index(drop=True), rejects, len(raw))
+
+
+def _raw_records(received: dict[str, np.ndarray]) -> list[str]:
+    """``_json_text`` of each rejected row's values as received, built column by column."""
+    pieces, unstorable = zip(*(_json_pieces(received[column]) for column in RAW_COLUMNS), strict=True)
+    records = list(map(_RAW_RECORD_TEMPLATE.format, *pieces))
+    for position in np.flatnonzero(np.any(unstorable, axis=0)):
+        records[position] = json.dumps({column: _json_value(received[column][position]) for column in RAW_COLUMNS})
+    return records
+
+
+_RAW_RECORD_TEMPLATE = "{{" + ", ".join(f"{json.dumps(column)}: {{}}" for column in RAW_COLUMNS) + "}}"
+_REASON_TEMPLATE = '{{"column": {}, "rule": {}, "value": {}}}'
+
+
+def _reason_texts(raw: pd.DataFrame, reasons: pd.DataFrame) -> dict[str, list[str]]:
+    """The ``reasons`` JSON and ``reason_summary`` of each rejected row (reasons sorted by row)."""
+    rows = reasons["row"].to_numpy()
+    values = np.empty(len(reasons), dtype=object)
+    for column, positions in reasons.groupby("column", sort=False).indices.items():
+        values[positions] = raw[column].to_numpy(dtype=object)[rows[positions]]
+    columns, rules = reasons["column"].tolist(), reasons["rule"].tolist()
+    pieces, unstorable = _json_pieces(values)
+    documents = list(
+        map(_REASON_TEMPLATE.format, map(encode_basestring, columns), map(encode_basestring, rules), pieces)
+    )
+    summaries = [f"{column}: {rule}" for column, rule in zip(columns, rules, strict=True)]
+    if not len(rows):
+        return {"reasons": [], "reason_summary": []}
+    starts = np.flatnonzero(np.diff(rows, prepend=-1))
+    ends = np.append(starts[1:], len(rows))
+    spelled_out = np.logical_or.reduceat(unstorable, starts)  # UTF-8 cannot hold a value: escape the row
+    texts, summary = [], []
+    for start, end, escaped in zip(starts.tolist(), ends.tolist(), spelled_out.tolist(), strict=True):
+        if escaped:
+            row = zip(columns[start:end], rules[start:end], values[start:end], strict=True)
+            texts.append(json.dumps([{"column": c, "rule": r, "value": _json_value(v)} for c, r, v in row]))
+        else:
+            texts.append("[" + ", ".join(documents[start:end]) + "]")
+        summary.append("; ".join(summaries[start:end]))
+    return {"reasons": texts, "reason_summary": summary}
 
 
 def top_rejection_reasons(rejects: pd.DataFrame, limit: int = 10) -> pd.DataFrame:
@@ -289,7 +570,16 @@ def to_facts(valid: pd.DataFrame, partition_key: str) -> pd.DataFrame:
     facts.insert(0, "partition_date", date.fromisoformat(partition_key))
     for column in ("revenue_xaf", "wagon_count"):
         facts[column] = _whole_numbers(facts[column].astype(float).round(), column)
-    return facts.sort_values("shipment_id", kind="stable").reset_index(drop=True)
+    return _in_shipment_order(facts).reset_index(drop=True)
+
+
+def _in_shipment_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by shipment id (stable); rows already in that order, as a day usually is, stay as they are."""
+    try:
+        in_order = frame["shipment_id"].is_monotonic_increasing  # one pass, where a sort compares n log n times
+    except TypeError:
+        in_order = False
+    return frame if in_order else frame.sort_values("shipment_id", kind="stable")
 
 
 def _whole_numbers(values: pd.Series, column: str) -> pd.Series:
@@ -316,20 +606,31 @@ def facts_checksum(facts: pd.DataFrame) -> str:
         Hex digest; the same rows give the same digest.
     """
     digest = hashlib.sha256()
-    ordered = facts.sort_values("shipment_id", kind="stable").loc[:, list(FACT_COLUMNS)]
+    ordered = _in_shipment_order(facts).loc[:, list(FACT_COLUMNS)]
     for start in range(0, len(ordered), CHECKSUM_SLICE_ROWS):
         part = ordered.iloc[start : start + CHECKSUM_SLICE_ROWS]
-        texts = [_canonical_texts(part[column]) for column in part.columns]
-        rows = map("\x1f".join, zip(*texts, strict=True))
-        digest.update(("\x1e".join(rows) + "\x1e").encode("utf-8"))
+        try:
+            digest.update(_canonical_block(part, trust_text=True))
+        except TypeError:  # a text column holds something else (a missing value, a number): value by value
+            digest.update(_canonical_block(part, trust_text=False))
     return digest.hexdigest()
+
+
+def _canonical_block(part: pd.DataFrame, trust_text: bool) -> bytes:
+    texts = [_canonical_texts(part[column], trust_text) for column in part.columns]
+    rows = map("\x1f".join, zip(*texts, strict=True))
+    return ("\x1e".join(rows) + "\x1e").encode("utf-8")
 
 
 CHECKSUM_SLICE_ROWS = 100_000  # bounds the text held at once to a few tens of MiB
 
 
-def _canonical_texts(values: pd.Series) -> list[str]:
-    """``_canonical`` of every value of a column, computed per column type where that is exact."""
+def _canonical_texts(values: pd.Series, trust_text: bool = False) -> list[str]:
+    """``_canonical`` of every value of a column, computed per column type where that is exact.
+
+    With ``trust_text``, a column whose first value is text is given as it is: joining the rows then
+    raises ``TypeError`` if any other value is not text, and the caller asks again without trust.
+    """
     kind = values.dtype
     if isinstance(kind, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(kind):
         stamps = values.dt.tz_convert("UTC").dt.tz_localize(None) if isinstance(kind, pd.DatetimeTZDtype) else values
@@ -344,11 +645,13 @@ def _canonical_texts(values: pd.Series) -> list[str]:
             lambda bits: ["" if x != x else repr(round(x, 6)) for x in bits.view(np.float64).tolist()],
         )
     if pd.api.types.is_integer_dtype(kind) and isinstance(kind, np.dtype):
-        return [str(number) for number in values.tolist()]
+        return list(map(str, values.tolist()))
     plain = values.tolist()
-    first = type(plain[0]) if plain else str
-    if first in (str, date) and all(type(value) is first for value in plain):
-        if first is str:
+    if trust_text and plain and type(plain[0]) is str:
+        return plain
+    kinds = set(map(type, plain))  # exact types: a str subclass could render differently
+    if kinds <= {str} or kinds == {date}:
+        if kinds <= {str}:
             return plain
         days = {day: day.isoformat() for day in set(plain)}  # a partition holds one day
         return [days[day] for day in plain]

@@ -8,9 +8,18 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from dpa_assets.partitions import partition_bounds
+from dpa_assets.schemas import freight_schema
 from dpa_assets.sources.generator import generate_day
 from dpa_assets.sources.payload import SOURCE_LINE
-from dpa_assets.transforms import facts_checksum, to_facts, top_rejection_reasons, validate_freight
+from dpa_assets.transforms import (
+    _schema_reasons,
+    facts_checksum,
+    to_facts,
+    top_rejection_reasons,
+    type_raw_values,
+    validate_freight,
+)
 
 DAY = "2026-11-20"
 EXPECTED_RULE = {
@@ -141,3 +150,17 @@ def test_a_lone_surrogate_is_kept_escaped_in_the_json_of_its_reject():
     reject["raw_record"].encode("utf-8")  # storable as UTF-8
     assert json.loads(reject["raw_record"])["customer"] == "Bois \ud800"
     assert json.loads(reject["reasons"])[0]["value"] == "Bois \ud800"
+
+
+def test_a_typing_mistake_stops_the_day_instead_of_rejecting_rows():
+    typed, failures, missing = type_raw_values(frame_of([one_good_record()]))
+    typed["wagon_count"] = typed["wagon_count"].astype(float)  # the schema declares Int64
+    with pytest.raises(RuntimeError, match="not tied to rows"):
+        _schema_reasons(freight_schema(*partition_bounds(DAY)), typed, failures, missing)
+
+
+def test_a_rule_the_fast_path_does_not_evaluate_is_refused_not_skipped():
+    typed, failures, missing = type_raw_values(frame_of([one_good_record()]))
+    schema = freight_schema(*partition_bounds(DAY)).update_column("shipment_id", unique=True)
+    with pytest.raises(RuntimeError, match="unique="):
+        _schema_reasons(schema, typed, failures, missing)

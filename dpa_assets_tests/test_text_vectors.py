@@ -1,0 +1,63 @@
+"""The array forms of per-value text rules agree with the Python expressions they replace, value by value."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpa_assets.column_bounds import UNSTORABLE_CHARACTER, ColumnBound, present_texts_fit
+from dpa_assets.text_vectors import join_texts
+from dpa_assets.transforms import _HAS_OFFSET, _blank_to_na, _end_with_offset, _plain_numerals
+
+# Characters near every rule: digits of other scripts, Unicode spaces, NUL, lone surrogates, signs, points.
+ODD_CHARACTERS = "0123456789.+-:Z eE\t\n\x00\x1c\x85\xa0\u2003\u3000\ud800\udfff٣١é€"
+texts = st.text(st.sampled_from(ODD_CHARACTERS) | st.characters(), max_size=20)
+numerals = st.from_regex(r"[0-9]{0,16}(\.[0-9]{0,16})?", fullmatch=True) | st.floats().map(repr) | texts
+stamps = st.from_regex(r"2026-11-20T10:00:00(Z|[+-][0-9٣]{2}:?[0-9]{2}|[+-][0-9]{1,3})?", fullmatch=True) | texts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(texts, max_size=12))
+def test_joined_code_points_give_back_each_text(values):
+    joined = join_texts(values)
+    for value, start, length in zip(values, joined.starts, joined.lengths, strict=True):
+        assert [chr(code) for code in joined.codes[start : start + length]] == list(value)
+    assert joined.unstorable().tolist() == [UNSTORABLE_CHARACTER.search(value) is not None for value in values]
+    assert present_texts_fit(joined, ColumnBound(max_length=5)).tolist() == [
+        UNSTORABLE_CHARACTER.search(value) is None and len(value) <= 5 for value in values
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(texts | st.none(), max_size=12))
+def test_blank_to_na_strips_like_str_strip(values):
+    received = _blank_to_na(pd.Series(values, dtype=object))
+    expected = [value.strip() or None if isinstance(value, str) else None for value in values]
+    assert received.text.tolist() == expected
+    assert received.present.tolist() == [i for i, value in enumerate(expected) if value is not None]
+    present_values = [value for value in expected if value is not None]
+    assert received.joined.lengths.tolist() == [len(value) for value in present_values]
+    assert received.joined.unstorable().tolist() == [UNSTORABLE_CHARACTER.search(v) is not None for v in present_values]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(numerals.filter(bool), max_size=12), st.booleans())
+def test_plain_numerals_read_as_float_does(values, fraction):
+    plain, mantissa, scale = _plain_numerals(join_texts(values), fraction)
+    for value, is_plain, digits, after_point in zip(values, plain, mantissa, scale, strict=True):
+        shape = r"[0-9]+\.?[0-9]*|\.[0-9]+" if fraction else r"[0-9]+"
+        assert is_plain == (len(value) <= 15 and re.fullmatch(shape, value) is not None), value
+        if is_plain:
+            assert float(digits) / float(10**after_point) == float(value)
+            assert str(float(digits) / float(10**after_point)) == str(float(value))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(stamps.filter(lambda value: value and value == value.strip()), max_size=12))  # as received: stripped
+def test_offset_at_the_end_as_the_pattern_finds_it(values):
+    found = _end_with_offset(np.array(values, dtype=object), np.arange(len(values)), join_texts(values))
+    assert found.tolist() == [re.search(_HAS_OFFSET, value) is not None for value in values]
