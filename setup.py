@@ -15,6 +15,8 @@ setup(
         # driver defaults both changed behaviour the code relies on.
         "pandas==3.1.1",
         "pandera==0.35.0",
+        # Parses landing files (C parser) and stores the intermediate days as Parquet.
+        "pyarrow==26.0.1",
         "sqlalchemy==2.1.9",
         "psycopg2-binary==2.9.13",
         "requests==2.34.2",

@@ -23,13 +23,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.resources import LandingDirSource
 from dpa_assets.sources.generator import GeneratedDay, generate_day, landing_file_name, write_landing_file
-from dpa_assets.sources.payload import SOURCE_LINE, ParsedPayload, PayloadError, ReceivedPayload, parse_csv
+from dpa_assets.sources.payload import (
+    SOURCE_LINE,
+    ParsedPayload,
+    PayloadError,
+    ReceivedPayload,
+    _parse_plain_lines,
+    _parse_with_csv_module,
+    csv_text,
+    parse_csv,
+)
 from dpa_assets.transforms import validate_freight
 from dpa_assets_tests.conftest import PARTITION_KEY, make_resources
 from dpa_assets_tests.support.warehouse import rows, scalar, snapshot
@@ -247,6 +256,29 @@ def test_extra_column_named_source_line_does_not_replace_the_line_numbers(landin
     assert parsed.frame[SOURCE_LINE].tolist() == list(range(2, len(rows) + 2))
 
 
+def test_quoted_value_over_two_lines_is_kept_and_numbered_by_the_line_where_its_row_ends(landing_file, generated_day):
+    records = [dict(record) for record in generated_day.records]
+    records[1]["customer"] = "Ciments du Littoral\r\nDépôt Bonabéri, quai 2"  # file lines 3-4
+
+    parsed = _parse_file(landing_file, _csv(list(RAW_COLUMNS), _rows(records)))
+
+    assert parsed.frame.at[1, "customer"] == records[1]["customer"]
+    # The row is numbered where it ends (line 4), as the csv module counts; later rows shift by one.
+    assert parsed.frame[SOURCE_LINE].tolist()[:4] == [2, 4, 5, 6]
+    assert parsed.frame[SOURCE_LINE].iloc[-1] == len(records) + 2
+
+
+def test_values_are_kept_exactly_as_received(landing_file, generated_day):
+    records = [dict(record) for record in generated_day.records]
+    kept = {"customer": ' Bois "Est", SA ', "commodity": "NA", "waybill_number": "", "origin_station": "null"}
+    records[3].update(kept)
+
+    parsed = _parse_file(landing_file, _csv(list(RAW_COLUMNS), _rows(records)))
+
+    assert {column: parsed.frame.at[3, column] for column in kept} == kept
+    assert all(parsed.frame[column].dtype == object for column in RAW_COLUMNS)
+
+
 def test_latin1_file_is_accepted_and_its_accents_decoded(landing_file, generated_day):
     records = [dict(record) for record in generated_day.records]
     records[0]["customer"], records[1]["customer"] = "Scierie d'Edéa", "Transit Bélabo"
@@ -450,3 +482,94 @@ def test_damaged_file_through_dagster_never_corrupts_the_warehouse(content, tmp_
         url, "SELECT count(*) FROM freight_rejects WHERE validation_run_id = :v", v=audit["validation_run_id"]
     )
     assert audit["rows_received"] == len(after["warehouse_facts"]) + quarantined
+
+
+# --- the C parser reads exactly what the csv module reads ------------------------------------------------
+
+_ODD_PIECES = (",", '"', '""', "\r", "\n", "\r\n", " ", "\ufeff", "shipment_id", "\x85", "\t", "a", "é")
+_PLAIN = (
+    "",
+    "SHP-1",
+    "12.5",
+    " Edéa ",
+    "NA",
+    "2026-11-20T08:00:00+01:00",
+    "Bois de l'Est SA",
+    'Bois "Est", SA',
+    "12,5 t",
+)
+
+
+@st.composite
+def csv_like_files(draw) -> bytes:
+    """A header, then rows (well quoted or raw) of values made of commas, quotes, line breaks, BOMs, accents.
+
+    Half the files hold only one-line values, quoted where needed, so that they reach the C parser.
+    """
+    newline = draw(st.sampled_from(["\r\n", "\n"]))
+    header = list(RAW_COLUMNS) + draw(st.lists(st.sampled_from(["remarks", "wagon type"]), max_size=1))
+    if draw(st.booleans()):
+        header = draw(st.permutations(header))
+    clean = draw(st.booleans())
+    odd = st.lists(st.sampled_from(_ODD_PIECES), max_size=4).map("".join)
+    value = st.sampled_from(_PLAIN) if clean else st.one_of(st.sampled_from(_PLAIN), odd)
+    lines = [",".join(f'"{name}"' if draw(st.booleans()) else name for name in header)]
+    for _ in range(draw(st.integers(1, 8))):
+        fields = draw(st.lists(value, min_size=len(header), max_size=len(header)))
+        if not clean:
+            fields = fields[: len(header) - draw(st.integers(0, 1))] + draw(st.sampled_from([[], ["extra"]]))
+        if clean or draw(st.booleans()):  # as an exporter writes it: quoted where needed
+            out = io.StringIO(newline="")
+            csv.writer(out, lineterminator=newline).writerow(fields)
+            lines.append(out.getvalue().removesuffix(newline))
+        else:
+            lines.append(",".join(fields))
+        lines.extend([""] * draw(st.integers(0, 1)))
+    text = newline.join(lines) + (newline if clean else draw(st.sampled_from([newline, "", "\r"])))
+    encoding = draw(st.sampled_from(["utf-8", "latin-1"]))
+    prefix = draw(st.sampled_from([b"", BOM])) if encoding == "utf-8" else b""
+    return prefix + text.encode(encoding, errors="replace")
+
+
+def _read_both_ways(content: bytes) -> list[ParsedPayload | str]:
+    payload = ReceivedPayload(ORIGIN, content)
+    outcomes: list[ParsedPayload | str] = []
+    for parse in (parse_csv, lambda received: _parse_with_csv_module(received.origin, *csv_text(received))):
+        try:
+            outcomes.append(parse(payload))
+        except PayloadError as error:
+            outcomes.append(str(error))
+    return outcomes
+
+
+def _assert_same(fast: ParsedPayload | str, slow: ParsedPayload | str) -> None:
+    if isinstance(slow, str) or isinstance(fast, str):
+        assert fast == slow
+        return
+    pd.testing.assert_frame_equal(fast.frame, slow.frame, check_exact=True)
+    assert fast.frame.columns.dtype == slow.frame.columns.dtype
+    assert [type(value) for value in fast.frame.to_numpy().ravel()] == [
+        type(value) for value in slow.frame.to_numpy().ravel()
+    ]
+    assert (fast.encoding, fast.extra_columns) == (slow.encoding, slow.extra_columns)
+
+
+@settings(max_examples=400, deadline=None)
+@given(content=st.one_of(csv_like_files(), mutated_files()))
+@example(content=",".join(RAW_COLUMNS).encode() + b"\r\n" + BOM + b"," * 11 + b"\r\n")  # Arrow drops that mark
+def test_parse_gives_the_csv_modules_rows_or_its_exact_fault(content):
+    fast, slow = _read_both_ways(content)
+
+    _assert_same(fast, slow)
+
+
+def test_a_generated_day_with_quoted_values_is_read_by_the_c_parser(landing_file, generated_day):
+    records = [dict(record) for record in generated_day.records]
+    records[4]["customer"], records[9]["net_tonnage"] = 'Bois "Est", SA', "12,5 t"
+    content = _csv(list(RAW_COLUMNS), _rows(records))
+    text, encoding = csv_text(ReceivedPayload(ORIGIN, content))
+
+    fast = _parse_plain_lines(ORIGIN, text, encoding, content)
+
+    assert fast is not None  # not the csv module's way
+    _assert_same(fast, _parse_with_csv_module(ORIGIN, text, encoding))

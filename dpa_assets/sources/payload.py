@@ -14,7 +14,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any  # csv's reader type is private
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from dpa_assets.freight_model import RAW_COLUMNS
 
@@ -97,6 +101,14 @@ def _check_header(origin: str, header: list[str]) -> list[str]:
     return names
 
 
+def csv_text(payload: ReceivedPayload) -> tuple[str, str]:
+    """The decoded text and its encoding; raises ``PayloadError`` when it is not text or is JSON."""
+    text, encoding = decode_text(payload)
+    if text.lstrip().startswith(("{", "[")):
+        raise PayloadError(f"{payload.origin}: the file holds a JSON document, not the expected CSV")
+    return text, encoding
+
+
 def parse_csv(payload: ReceivedPayload) -> ParsedPayload:
     """Parse a CSV landing payload strictly into text columns.
 
@@ -106,28 +118,35 @@ def parse_csv(payload: ReceivedPayload) -> ParsedPayload:
     Returns:
         One row per movement, every value a string, plus ``source_line``.
     """
-    text, encoding = decode_text(payload)
-    if text.lstrip().startswith(("{", "[")):
-        raise PayloadError(f"{payload.origin}: the file holds a JSON document, not the expected CSV")
+    text, encoding = csv_text(payload)
+    # The C parser takes the files whose structure it reads exactly as the csv module does; any
+    # other file, and every broken one, goes the csv module's way, which words each fault.
+    fast = _parse_plain_lines(payload.origin, text, encoding, payload.content)
+    return fast or _parse_with_csv_module(payload.origin, text, encoding)
+
+
+def _parse_with_csv_module(origin: str, text: str, encoding: str) -> ParsedPayload:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
-        names = _check_header(payload.origin, header)
-        rows, lines = _read_rows(payload.origin, reader, names)
+        names = _check_header(origin, header)
+        rows, lines = _read_rows(origin, reader, names)
     except csv.Error as error:
-        raise PayloadError(f"{payload.origin}: malformed CSV near line {reader.line_num}: {error}") from error
+        raise PayloadError(f"{origin}: malformed CSV near line {reader.line_num}: {error}") from error
     if not rows:
-        raise PayloadError(f"{payload.origin}: the file has a header but no movements")
+        raise PayloadError(f"{origin}: the file has a header but no movements")
     if not text.endswith(("\n", "\r")):
         raise PayloadError(
-            f"{payload.origin}: the file does not end with a line break; it was cut off "
-            f"during transfer (last line {lines[-1]})"
+            f"{origin}: the file does not end with a line break; it was cut off during transfer (last line {lines[-1]})"
         )
     # Extra columns are dropped before numbering, so one named like ours cannot clash with the line numbers.
     frame = pd.DataFrame(rows, columns=names, dtype=object)[list(RAW_COLUMNS)]
     frame.insert(0, SOURCE_LINE, lines)
-    extra = [name for name in names if name not in RAW_COLUMNS]
-    return ParsedPayload(frame=frame, encoding=encoding, extra_columns=extra)
+    return ParsedPayload(frame=frame, encoding=encoding, extra_columns=_extra(names))
+
+
+def _extra(names: list[str]) -> list[str]:
+    return [name for name in names if name not in RAW_COLUMNS]
 
 
 def _read_rows(origin: str, reader: Any, names: list[str]) -> tuple[list[list[str]], list[int]]:
@@ -149,3 +168,91 @@ def _read_rows(origin: str, reader: Any, names: list[str]) -> tuple[list[list[st
         rows.append(row)
         lines.append(reader.line_num)
     return rows, lines
+
+
+# --- the C parser's way ----------------------------------------------------------------------------
+# A line the csv module reads as one whole record: fields unquoted (a quote inside one is a plain
+# character) or quoted with doubled inner quotes, no line break inside quotes, nothing after a closing quote.
+_FIELD = r'(?:"(?:[^"\r\n]|"")*"|[^",\r\n][^,\r\n]*|)'
+_ONE_LINE_RECORD = re.compile(rf"{_FIELD}(?:,{_FIELD})*")
+_LF, _CR, _QUOTE = ord("\n"), ord("\r"), ord('"')
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """Where each physical line of a payload starts and where its text ends (before CR LF or LF)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+
+    @classmethod
+    def of(cls, data: bytes) -> _Lines:
+        bytes_ = np.frombuffer(data, dtype=np.uint8)
+        breaks = np.flatnonzero(bytes_ == _LF)
+        starts = np.concatenate(([0], breaks[:-1] + 1))
+        before_break = bytes_[np.maximum(breaks - 1, 0)]
+        return cls(starts=starts, ends=breaks - ((before_break == _CR) & (breaks > starts)))
+
+    def text(self, data: bytes, line: int) -> str:
+        return data[self.starts[line] : self.ends[line]].decode("utf-8")
+
+
+def _parse_plain_lines(origin: str, text: str, encoding: str, content: bytes) -> ParsedPayload | None:
+    """Parse with Arrow's C parser when every record is one line the csv module would read the same way.
+
+    Returns:
+        The parsed payload, or None when the file needs the csv module: a quoted line break, broken
+        quoting, a lone CR, a field over the csv field limit, a wrong field count, a repeated header,
+        no rows, no final line break. The csv module then finds the same rows, or words the fault.
+    """
+    # decode_text removed one byte-order mark from UTF-8; Latin-1 text is re-encoded so that Arrow reads UTF-8.
+    data = content.removeprefix(codecs.BOM_UTF8) if encoding == "utf-8" else text.encode("utf-8")
+    if not data.endswith(b"\n") or data.count(b"\r") != data.count(b"\r\n"):
+        return None
+    lines = _Lines.of(data)
+    lengths = lines.ends - lines.starts
+    # Bytes >= characters, so a line within the limit holds no field over it.
+    if lengths[0] == 0 or len(lengths) < 2 or lengths.max() > csv.field_size_limit():
+        return None
+    quoted = np.unique(
+        np.searchsorted(lines.starts, np.flatnonzero(np.frombuffer(data, np.uint8) == _QUOTE), "right") - 1
+    )
+    if not all(_ONE_LINE_RECORD.fullmatch(lines.text(data, line)) for line in quoted.tolist()):
+        return None
+    names = _check_header(origin, next(csv.reader([lines.text(data, 0)])))
+    records = np.flatnonzero(lengths[1:] > 0) + 1  # 0-based physical lines; blank lines are skipped
+    if len(records) == 0:
+        return None
+    if data.startswith(codecs.BOM_UTF8, int(lines.starts[1])):
+        return None  # Arrow would drop the mark that starts its input; the csv module keeps it in the value
+    table = _read_arrow(pa.py_buffer(data)[int(lines.starts[1]) :], names)
+    if table is None or table.num_rows != len(records):
+        return None
+    # A repeated header needs the csv module's wording; a shipment id holding "shipment_id" is rare enough.
+    if pc.any(pc.match_substring(table.column(RAW_COLUMNS.index("shipment_id")), "shipment_id")).as_py():
+        return None
+    frame = pd.DataFrame(
+        {column: table.column(index).to_numpy(zero_copy_only=False) for index, column in enumerate(RAW_COLUMNS)},
+        dtype=object,
+    )
+    frame.insert(0, SOURCE_LINE, records + 1)
+    return ParsedPayload(frame=frame, encoding=encoding, extra_columns=_extra(names))
+
+
+def _read_arrow(body: pa.Buffer, names: list[str]) -> pa.Table | None:
+    """The records below the header as text, in RAW_COLUMNS order; None when a line has the wrong field count."""
+    labels = [f"field_{index}" for index in range(len(names))]
+    try:
+        return pa_csv.read_csv(
+            pa.BufferReader(body),
+            read_options=pa_csv.ReadOptions(column_names=labels),
+            parse_options=pa_csv.ParseOptions(quote_char='"', double_quote=True, newlines_in_values=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(labels, pa.string()),
+                include_columns=[labels[names.index(column)] for column in RAW_COLUMNS],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
