@@ -19,13 +19,18 @@ from sqlalchemy.engine import Connection, Engine
 
 from dpa_assets.settings import AUDIT_TABLE, FACT_TABLE, PROTECTED_TABLES, REJECT_TABLE
 from dpa_assets.warehouse.engine import WRITE_OPTION, is_sqlite
-from dpa_assets.warehouse.tables import facts, metadata, rejects
+from dpa_assets.warehouse.tables import audit, facts, metadata, rejects
 
 PERMIT_TABLE = "dpa_write_permit"  # SQLite only: rows live inside one transaction, never committed
 SCHEMA_MARKER_TABLE = "dpa_schema_marker"
 PG_PERMIT_SETTING = "dpa.partition_replace"
 PG_DROP_SETTING = "dpa.allow_drop"
 PIPELINE_ROLE = "dpa_pipeline"  # the least-privilege role of sql/least_privilege.sql
+# The stored day's digest, computed by the database (PostgreSQL): an order-independent sum of each
+# row's md5 (two 64-bit halves summed apart), streamed, so no day is ever read back into Python.
+FACTS_DIGEST_FUNCTION = "dpa_facts_digest"
+DIGEST_VERSION = "md5sum1"
+DIGEST_COLUMN = "warehouse_digest"
 PARTITIONED_TABLES = (FACT_TABLE, REJECT_TABLE)  # tables whose partitions a permit may replace
 _SETUP_LOCK_KEY = 0x445041  # "DPA": serializes concurrent schema setup on PostgreSQL
 # The day's advisory lock. ``day - DATE '0001-01-01' + 1`` is Python's ``date.toordinal()``, the
@@ -96,6 +101,7 @@ def _sqlite_status(connection: Connection) -> list[ProtectionPiece]:
         ),
         ProtectionPiece("DROP guard", INSTALLED, "DPA connections only"),
         ProtectionPiece("DROP from outside clients", NOT_POSSIBLE, "not possible on SQLite: detected at next run"),
+        _piece("warehouse digest", [_digest_column_problem(connection)], f"{AUDIT_TABLE}.{DIGEST_COLUMN}", OWNER),
     ]
 
 
@@ -122,6 +128,27 @@ class _PgFunction:
             f"CREATE OR REPLACE FUNCTION {self.name}({self.parameters}) RETURNS {self.returns} "
             f"LANGUAGE plpgsql {security}SET search_path = {schema}, pg_temp AS $${self.body}$$"
         )
+
+
+def _facts_row_text() -> str:
+    """A fact row's columns rendered the same in every session, for ``ROW(...)::text``.
+
+    Times, dates and floats are rendered from their binary forms: their text output depends on the
+    session's TimeZone, DateStyle and extra_float_digits, and rounding would hide a tiny change.
+    ``ROW(...)::text`` quotes texts, so no two different rows render alike (NULL renders as nothing,
+    an empty text as ``""``).
+    """
+    rendered = []
+    for column in facts.columns:
+        if isinstance(column.type, sa.DateTime):
+            rendered.append(f"encode(timestamptz_send({column.name}), 'hex')")
+        elif isinstance(column.type, sa.Date):
+            rendered.append(f"({column.name} - DATE '2000-01-01')")
+        elif isinstance(column.type, sa.Float):
+            rendered.append(f"encode(float8send({column.name}), 'hex')")
+        else:  # texts and integers: their output does not depend on the session
+            rendered.append(column.name)
+    return ", ".join(rendered)
 
 
 def _pg_functions() -> dict[str, _PgFunction]:
@@ -233,6 +260,22 @@ END
             security_definer=True,
         ),
         _PgFunction(
+            FACTS_DIGEST_FUNCTION,
+            "target_day date, OUT row_count bigint, OUT digest text",
+            "date",
+            "record",
+            f"""
+BEGIN
+  -- OFFSET 0 keeps the subquery whole: inlined, md5 would run once per use of h.
+  SELECT count(*), format('{DIGEST_VERSION}:%s:%s', coalesce(sum(('x' || left(h, 16))::bit(64)::bigint), 0),
+                          coalesce(sum(('x' || right(h, 16))::bit(64)::bigint), 0))
+    INTO row_count, digest
+    FROM (SELECT md5(ROW({_facts_row_text()})::text) AS h
+          FROM {FACT_TABLE} WHERE partition_date = target_day OFFSET 0) AS hashed;
+END
+""",
+        ),
+        _PgFunction(
             "dpa_break_glass",
             "target_day date, who text, why text, OUT removed_facts bigint, OUT removed_rejects bigint",
             "date, text, text",
@@ -258,6 +301,7 @@ END
 
 PG_FUNCTIONS = _pg_functions()
 REPLACE_FUNCTIONS = ("dpa_replace_partition", "dpa_replace_rejects")
+PIPELINE_FUNCTIONS = (*REPLACE_FUNCTIONS, FACTS_DIGEST_FUNCTION)  # the pipeline role may EXECUTE these
 BREAK_GLASS_FUNCTION = "dpa_break_glass"
 # (trigger, table, timing, function, arguments); the audit checks are deferred constraint triggers.
 _ROW_TRIGGERS = [
@@ -301,7 +345,7 @@ def _pg_install_statements(schema: str, owner: str, pipeline_exists: bool) -> li
         tables = ", ".join(PROTECTED_TABLES)
         statements.append(f"REVOKE {', '.join(FORBIDDEN_TABLE_PRIVILEGES)} ON {tables} FROM {PIPELINE_ROLE}")
         statements.append(f"REVOKE ALL ON FUNCTION {PG_FUNCTIONS[BREAK_GLASS_FUNCTION].signature} FROM {PIPELINE_ROLE}")
-        for name in REPLACE_FUNCTIONS:
+        for name in PIPELINE_FUNCTIONS:
             statements.append(f"GRANT EXECUTE ON FUNCTION {PG_FUNCTIONS[name].signature} TO {PIPELINE_ROLE}")
     return statements
 
@@ -386,7 +430,7 @@ def _pipeline_role_piece(connection: Connection, owner: str | None) -> Protectio
         ]
         if held:
             problems.append(f"holds {', '.join(held)} on {table}")
-    expected_execute = [(name, True) for name in REPLACE_FUNCTIONS] + [(BREAK_GLASS_FUNCTION, False)]
+    expected_execute = [(name, True) for name in PIPELINE_FUNCTIONS] + [(BREAK_GLASS_FUNCTION, False)]
     for function_name, wanted in expected_execute:
         signature = PG_FUNCTIONS[function_name].signature
         granted = connection.execute(
@@ -438,6 +482,12 @@ def _pg_status(connection: Connection) -> list[ProtectionPiece]:
             OWNER,
         ),
         _piece("break-glass function", functions(BREAK_GLASS_FUNCTION), "owner only; audits the database user", OWNER),
+        _piece(
+            "warehouse digest",
+            [*functions(FACTS_DIGEST_FUNCTION), _digest_column_problem(connection)],
+            f"{FACTS_DIGEST_FUNCTION} and {AUDIT_TABLE}.{DIGEST_COLUMN}",
+            OWNER,
+        ),
         _pipeline_role_piece(connection, owner),
     ]
 
@@ -480,6 +530,21 @@ def _execute_ddl(connection: Connection, statement: str) -> None:
 
 
 # --- Both databases -----------------------------------------------------------------------------
+
+
+def _digest_column_problem(connection: Connection) -> str | None:
+    inspector = sa.inspect(connection)
+    if AUDIT_TABLE not in inspector.get_table_names():
+        return f"{AUDIT_TABLE}: not created"
+    columns = {column["name"] for column in inspector.get_columns(AUDIT_TABLE)}
+    return None if DIGEST_COLUMN in columns else f"{AUDIT_TABLE}.{DIGEST_COLUMN}: not created"
+
+
+def _add_digest_column(connection: Connection) -> None:
+    """Warehouses set up before the digest get its audit column; their old audit rows keep NULL."""
+    if _digest_column_problem(connection) is not None:
+        column_type = audit.c[DIGEST_COLUMN].type.compile(dialect=connection.dialect)
+        _execute_ddl(connection, f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN {DIGEST_COLUMN} {column_type}")
 
 
 def _status(connection: Connection) -> list[ProtectionPiece]:
@@ -544,6 +609,7 @@ def ensure_schema(engine: Engine) -> list[ProtectionPiece]:
         pieces = _status(connection)
         installers = _installers(connection)
         if any(piece.state == MISSING and piece.installer in installers for piece in pieces):
+            _add_digest_column(connection)
             if is_sqlite(engine):
                 for statement in _sqlite_statements():
                     _execute_ddl(connection, statement)
@@ -555,7 +621,14 @@ def ensure_schema(engine: Engine) -> list[ProtectionPiece]:
 
 
 # Without these the pipeline must not load; the others (DROP guard, role privileges) are reported.
-_NEEDED_TO_LOAD = {"row triggers", "permit table", "TRUNCATE triggers", "replace functions", "break-glass function"}
+_NEEDED_TO_LOAD = {
+    "row triggers",
+    "permit table",
+    "TRUNCATE triggers",
+    "replace functions",
+    "break-glass function",
+    "warehouse digest",
+}
 
 
 def _report(pieces: list[ProtectionPiece]) -> None:
