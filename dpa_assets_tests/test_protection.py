@@ -201,6 +201,12 @@ FUNCTION_ATTACKS = {
         "CREATE OR REPLACE FUNCTION dpa_refuse_row_change() RETURNS trigger LANGUAGE plpgsql "
         "AS $$ BEGIN RETURN OLD; END $$"
     ),
+    "replace delete check": (
+        "CREATE OR REPLACE FUNCTION dpa_check_partition_delete() RETURNS trigger LANGUAGE plpgsql "
+        "AS $$ BEGIN RETURN NULL; END $$"
+    ),
+    "empty the replace queue": "DELETE FROM dpa_replace_pending",
+    "fill the replace queue": f"INSERT INTO dpa_replace_pending VALUES ('warehouse_facts', DATE '{DAY}', '{{loaded}}')",
     "break-glass": f"SELECT * FROM dpa_break_glass(DATE '{DAY}', 'intruder', 'the pipeline tries to erase a day')",
     "replace without audit": f"SELECT dpa_replace_partition(DATE '{DAY}')",
     "replace rejects without audit": f"SELECT dpa_replace_rejects(DATE '{DAY}', NULL)",
@@ -367,3 +373,30 @@ def test_sqlite_protection_status_names_what_sqlite_cannot_do(sqlite_loaded):
     assert pieces["DROP guard"].detail == "DPA connections only"
     assert pieces["DROP from outside clients"].state == "not possible"
     assert "detected at next run" in pieces["DROP from outside clients"].detail
+
+
+def test_the_owner_with_a_permit_cannot_remove_another_day(pg_loaded, pg_url):
+    # The delete check reads every removed row (its transition table): one row of another day fails all.
+    commit_validated(pg_loaded, prepared_load("2026-11-21", "run-2", seed=2))
+    before = snapshot(pg_url)
+    forged = f"SET dpa.partition_replace = '{DAY}'"
+    result = _psql(pg_url, "-c", f"BEGIN; {forged}; DELETE FROM warehouse_facts; COMMIT;")
+    assert result.returncode != 0 and "protected against DELETE" in result.stderr
+    # The right day alone, but no audit row in the transaction: refused at commit.
+    one_day = f"DELETE FROM warehouse_facts WHERE partition_date = '{DAY}'"
+    result = _psql(pg_url, "-c", f"BEGIN; {forged}; {one_day}; COMMIT;")
+    assert result.returncode != 0 and "only together with its audit row" in result.stderr
+    assert snapshot(pg_url) == before
+
+
+def test_replacing_a_day_fires_no_per_row_trigger_and_leaves_no_queue(pg_loaded, pg_url):
+    # Per-row triggers cost seconds per 100k rows replaced; the guarantees hold with statement-level ones.
+    per_row = rows(
+        pg_url,
+        "SELECT t.tgname FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgtype & 1 = 1 "
+        "AND t.tgrelid IN ('warehouse_facts'::regclass, 'freight_rejects'::regclass, 'load_audit'::regclass)",
+    )
+    assert per_row == []
+    commit_validated(pg_loaded, prepared_load(DAY, "run-2", seed=2))
+    assert scalar(pg_url, "SELECT min(load_run_id) FROM warehouse_facts") == "run-2"
+    assert scalar(pg_url, "SELECT count(*) FROM dpa_replace_pending") == 0

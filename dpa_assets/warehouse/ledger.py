@@ -27,7 +27,7 @@ from dpa_assets.column_bounds import FACT_BOUNDS, texts_fit
 from dpa_assets.transforms import facts_checksum
 from dpa_assets.warehouse.engine import WRITE_OPTION
 from dpa_assets.warehouse.pg_copy import copy_frame
-from dpa_assets.warehouse.protection import pg_break_glass, remove_partition, remove_rejects
+from dpa_assets.warehouse.protection import FACTS_DIGEST_FUNCTION, pg_break_glass, remove_partition, remove_rejects
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock timeout
@@ -314,6 +314,28 @@ def _bound_values(connection: Connection, column: sa.Column, values: pd.Series) 
     return processed[codes].tolist()  # code -1 (missing) takes the trailing None
 
 
+def stored_day_digest(connection: Connection, day: date) -> tuple[int, str | None]:
+    """The day's fact rows as the database holds them: (count, digest computed by the database).
+
+    PostgreSQL hashes the rows where they are (``protection.FACTS_DIGEST_FUNCTION``); SQLite has no
+    such function, so its digest is None and the reconcile check reads the day back instead.
+
+    Args:
+        connection: a warehouse connection (inside the caller's transaction, if any).
+        day: the partition.
+
+    Returns:
+        (fact rows stored for the day, digest or None).
+    """
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(sa.text(f"SELECT * FROM {FACTS_DIGEST_FUNCTION}(:day)"), {"day": day}).one()
+        return row.row_count, row.digest
+    count = connection.execute(
+        sa.select(sa.func.count()).select_from(facts).where(facts.c.partition_date == day)
+    ).scalar_one()
+    return count, None
+
+
 def _replace_partition(
     connection: Connection,
     load: PartitionLoad,
@@ -332,9 +354,7 @@ def _replace_partition(
         rejects,
         load.rejects.assign(partition_date=day, validation_run_id=load.validation_run_id),
     )
-    loaded = connection.execute(
-        sa.select(sa.func.count()).select_from(facts).where(facts.c.partition_date == day)
-    ).scalar_one()
+    loaded, digest = stored_day_digest(connection, day)
     if loaded != len(load.facts):
         raise RuntimeError(f"partition {day}: {loaded} fact rows after insert, expected {len(load.facts)}")
     row = {
@@ -347,6 +367,7 @@ def _replace_partition(
         "rows_rejected": len(load.rejects),
         "rows_loaded": loaded,
         "content_checksum": load.content_checksum,
+        "warehouse_digest": digest,
         "attempts": attempts,
         "started_at": started_at,
         "finished_at": _utcnow(),

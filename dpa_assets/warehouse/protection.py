@@ -19,13 +19,24 @@ from sqlalchemy.engine import Connection, Engine
 
 from dpa_assets.settings import AUDIT_TABLE, FACT_TABLE, PROTECTED_TABLES, REJECT_TABLE
 from dpa_assets.warehouse.engine import WRITE_OPTION, is_sqlite
-from dpa_assets.warehouse.tables import facts, metadata, rejects
+from dpa_assets.warehouse.tables import audit, facts, metadata, rejects
 
 PERMIT_TABLE = "dpa_write_permit"  # SQLite only: rows live inside one transaction, never committed
 SCHEMA_MARKER_TABLE = "dpa_schema_marker"
 PG_PERMIT_SETTING = "dpa.partition_replace"
 PG_DROP_SETTING = "dpa.allow_drop"
+# PostgreSQL: the days a transaction removed, checked against its audit rows at commit; its rows
+# are deleted by that check, so the table is empty outside a replacing transaction.
+PENDING_REPLACE_TABLE = "dpa_replace_pending"
+_REFUSAL_FORMAT = (
+    "% is protected against %: only the DPA partition commit or the documented break-glass command may change it"
+)
 PIPELINE_ROLE = "dpa_pipeline"  # the least-privilege role of sql/least_privilege.sql
+# The stored day's digest, computed by the database (PostgreSQL): an order-independent sum of each
+# row's md5 (two 64-bit halves summed apart), streamed, so no day is ever read back into Python.
+FACTS_DIGEST_FUNCTION = "dpa_facts_digest"
+DIGEST_VERSION = "md5sum1"
+DIGEST_COLUMN = "warehouse_digest"
 PARTITIONED_TABLES = (FACT_TABLE, REJECT_TABLE)  # tables whose partitions a permit may replace
 _SETUP_LOCK_KEY = 0x445041  # "DPA": serializes concurrent schema setup on PostgreSQL
 # The day's advisory lock. ``day - DATE '0001-01-01' + 1`` is Python's ``date.toordinal()``, the
@@ -96,6 +107,7 @@ def _sqlite_status(connection: Connection) -> list[ProtectionPiece]:
         ),
         ProtectionPiece("DROP guard", INSTALLED, "DPA connections only"),
         ProtectionPiece("DROP from outside clients", NOT_POSSIBLE, "not possible on SQLite: detected at next run"),
+        _piece("warehouse digest", [_digest_column_problem(connection)], f"{AUDIT_TABLE}.{DIGEST_COLUMN}", OWNER),
     ]
 
 
@@ -124,12 +136,32 @@ class _PgFunction:
         )
 
 
+def _facts_row_text() -> str:
+    """A fact row's columns rendered the same in every session, for ``ROW(...)::text``.
+
+    Times, dates and floats are rendered from their binary forms: their text output depends on the
+    session's TimeZone, DateStyle and extra_float_digits, and rounding would hide a tiny change.
+    ``ROW(...)::text`` quotes texts, so no two different rows render alike (NULL renders as nothing,
+    an empty text as ``""``).
+    """
+    rendered = []
+    for column in facts.columns:
+        if isinstance(column.type, sa.DateTime):
+            rendered.append(f"encode(timestamptz_send({column.name}), 'hex')")
+        elif isinstance(column.type, sa.Date):
+            rendered.append(f"({column.name} - DATE '2000-01-01')")
+        elif isinstance(column.type, sa.Float):
+            rendered.append(f"encode(float8send({column.name}), 'hex')")
+        else:  # texts and integers: their output does not depend on the session
+            rendered.append(column.name)
+    return ", ".join(rendered)
+
+
 def _pg_functions() -> dict[str, _PgFunction]:
-    partitioned = ", ".join(f"'{name}'" for name in PARTITIONED_TABLES)
     protected = ", ".join(f"'{name}'" for name in PROTECTED_TABLES)
     functions = [
-        # A delete passes only inside the replace functions: their setting names the day AND they
-        # run as the table owner. A role that forges the setting is not the owner.
+        # Statement-level: UPDATE of any protected table and DELETE from the audit trail are refused
+        # before a row is touched, with one call per statement instead of one per row.
         _PgFunction(
             "dpa_refuse_row_change",
             "",
@@ -137,18 +169,36 @@ def _pg_functions() -> dict[str, _PgFunction]:
             "trigger",
             f"""
 BEGIN
-  IF TG_OP = 'DELETE' AND TG_TABLE_NAME IN ({partitioned})
-     AND current_setting('{PG_PERMIT_SETTING}', true) = OLD.partition_date::text
-     AND current_user = (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = TG_RELID) THEN
-    RETURN OLD;
-  END IF;
-  RAISE EXCEPTION '% is protected against %: only the DPA partition commit or the documented '
-    'break-glass command may change it', TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege';
+  RAISE EXCEPTION '{_REFUSAL_FORMAT}', TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege';
 END
 """,
         ),
-        # Deferred to commit: a day removed without an audit row written in the same transaction
-        # (xmin = this transaction) is refused, so calling a replace function alone erases nothing.
+        # A day's facts or rejects are removed only inside the replace functions: their setting
+        # names the day AND they run as the table owner (a role that forges the setting is not the
+        # owner). Checked once per DELETE statement over its transition table, after it ran: an
+        # error here undoes the whole statement. Each day removed is then queued for the audit check.
+        _PgFunction(
+            "dpa_check_partition_delete",
+            "",
+            "",
+            "trigger",
+            f"""
+BEGIN
+  IF current_user IS DISTINCT FROM (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = TG_RELID)
+     OR EXISTS (SELECT 1 FROM removed
+                WHERE partition_date::text IS DISTINCT FROM current_setting('{PG_PERMIT_SETTING}', true)) THEN
+    RAISE EXCEPTION '{_REFUSAL_FORMAT}', TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  INSERT INTO {PENDING_REPLACE_TABLE} (table_name, partition_date, statuses)
+  SELECT DISTINCT TG_TABLE_NAME, partition_date, TG_ARGV FROM removed;
+  RETURN NULL;
+END
+""",
+        ),
+        # Deferred to commit, once per day removed: a day removed without an audit row written in
+        # the same transaction (xmin = this transaction) is refused, so calling a replace function
+        # alone erases nothing. The queue row is then dropped: it never outlives its transaction.
+        # SECURITY DEFINER: at commit it runs as the pipeline role, which has no right on the queue.
         _PgFunction(
             "dpa_require_replace_audit",
             "",
@@ -156,14 +206,16 @@ END
             "trigger",
             f"""
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM {AUDIT_TABLE} a WHERE a.partition_date = OLD.partition_date
-                 AND a.status = ANY (TG_ARGV) AND a.xmin = pg_current_xact_id()::xid) THEN
+  IF NOT EXISTS (SELECT 1 FROM {AUDIT_TABLE} a WHERE a.partition_date = NEW.partition_date
+                 AND a.status = ANY (NEW.statuses) AND a.xmin = pg_current_xact_id()::xid) THEN
     RAISE EXCEPTION 'partition % of % may be replaced only together with its audit row',
-      OLD.partition_date, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+      NEW.partition_date, NEW.table_name USING ERRCODE = 'insufficient_privilege';
   END IF;
+  DELETE FROM {PENDING_REPLACE_TABLE} WHERE ctid = NEW.ctid;
   RETURN NULL;
 END
 """,
+            security_definer=True,
         ),
         _PgFunction(
             "dpa_refuse_truncate",
@@ -233,6 +285,22 @@ END
             security_definer=True,
         ),
         _PgFunction(
+            FACTS_DIGEST_FUNCTION,
+            "target_day date, OUT row_count bigint, OUT digest text",
+            "date",
+            "record",
+            f"""
+BEGIN
+  -- OFFSET 0 keeps the subquery whole: inlined, md5 would run once per use of h.
+  SELECT count(*), format('{DIGEST_VERSION}:%s:%s', coalesce(sum(('x' || left(h, 16))::bit(64)::bigint), 0),
+                          coalesce(sum(('x' || right(h, 16))::bit(64)::bigint), 0))
+    INTO row_count, digest
+    FROM (SELECT md5(ROW({_facts_row_text()})::text) AS h
+          FROM {FACT_TABLE} WHERE partition_date = target_day OFFSET 0) AS hashed;
+END
+""",
+        ),
+        _PgFunction(
             "dpa_break_glass",
             "target_day date, who text, why text, OUT removed_facts bigint, OUT removed_rejects bigint",
             "date, text, text",
@@ -258,40 +326,67 @@ END
 
 PG_FUNCTIONS = _pg_functions()
 REPLACE_FUNCTIONS = ("dpa_replace_partition", "dpa_replace_rejects")
+PIPELINE_FUNCTIONS = (*REPLACE_FUNCTIONS, FACTS_DIGEST_FUNCTION)  # the pipeline role may EXECUTE these
 BREAK_GLASS_FUNCTION = "dpa_break_glass"
-# (trigger, table, timing, function, arguments); the audit checks are deferred constraint triggers.
-_ROW_TRIGGERS = [
-    (f"{t}_refuse_row_change", t, "BEFORE DELETE OR UPDATE", "dpa_refuse_row_change") for t in PROTECTED_TABLES
-]
-_TRUNCATE_TRIGGERS = [(f"{t}_refuse_truncate", t, "BEFORE TRUNCATE", "dpa_refuse_truncate") for t in PROTECTED_TABLES]
-_AUDIT_TRIGGERS = {
-    FACT_TABLE: ("'loaded', 'break_glass'"),
-    REJECT_TABLE: ("'loaded', 'validated', 'blocked', 'break_glass'"),
+# (trigger, table, timing and level, function, arguments). One call per statement, not per row:
+# replacing a day of 200k rows fired 400k trigger calls (about 1.5 s per 100k rows).
+_AUDIT_STATUSES = {
+    FACT_TABLE: "'loaded', 'break_glass'",
+    REJECT_TABLE: "'loaded', 'validated', 'blocked', 'break_glass'",
 }
+_ROW_TRIGGERS = [
+    (
+        f"{t}_refuse_change",
+        t,
+        f"BEFORE UPDATE{'' if t in PARTITIONED_TABLES else ' OR DELETE'} ON {t} FOR EACH STATEMENT",
+        "dpa_refuse_row_change",
+        "",
+    )
+    for t in PROTECTED_TABLES
+] + [
+    (
+        f"{t}_check_delete",
+        t,
+        f"AFTER DELETE ON {t} REFERENCING OLD TABLE AS removed FOR EACH STATEMENT",
+        "dpa_check_partition_delete",
+        statuses,
+    )
+    for t, statuses in _AUDIT_STATUSES.items()
+]
+_TRUNCATE_TRIGGERS = [
+    (f"{t}_refuse_truncate", t, f"BEFORE TRUNCATE ON {t} FOR EACH STATEMENT", "dpa_refuse_truncate", "")
+    for t in PROTECTED_TABLES
+]
+_AUDIT_TRIGGER = ("replace_needs_audit", PENDING_REPLACE_TABLE, "dpa_require_replace_audit")
+# Per-row triggers of earlier versions, dropped when setup installs the statement-level ones.
+_OUTDATED_TRIGGERS = [(f"{t}_refuse_row_change", t) for t in PROTECTED_TABLES] + [
+    (f"{t}_replace_needs_audit", t) for t in PARTITIONED_TABLES
+]
 FORBIDDEN_TABLE_PRIVILEGES = ("DELETE", "UPDATE", "TRUNCATE", "TRIGGER", "REFERENCES")
 
 
 def _pg_install_statements(schema: str, owner: str, pipeline_exists: bool) -> list[str]:
-    statements = [function.ddl(schema) for function in PG_FUNCTIONS.values()]
-    for trigger, table, timing, function in _ROW_TRIGGERS:
-        statements.append(
-            f"CREATE OR REPLACE TRIGGER {trigger} {timing} ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"
-        )
-    for trigger, table, timing, function in _TRUNCATE_TRIGGERS:
-        statements.append(
-            f"CREATE OR REPLACE TRIGGER {trigger} {timing} ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
-        )
-    for table, statuses in _AUDIT_TRIGGERS.items():
-        # Constraint triggers have no OR REPLACE.
-        statements.append(f"DROP TRIGGER IF EXISTS {table}_replace_needs_audit ON {table}")
-        statements.append(
-            f"CREATE CONSTRAINT TRIGGER {table}_replace_needs_audit AFTER DELETE ON {table} "
-            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION dpa_require_replace_audit({statuses})"
-        )
-    for trigger, table, *_ in (*_ROW_TRIGGERS, *_TRUNCATE_TRIGGERS):
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {PENDING_REPLACE_TABLE} "
+        "(table_name text NOT NULL, partition_date date NOT NULL, statuses text[] NOT NULL)",
+        f"ALTER TABLE {PENDING_REPLACE_TABLE} OWNER TO {owner}",
+        f"REVOKE ALL ON {PENDING_REPLACE_TABLE} FROM PUBLIC",
+        *(function.ddl(schema) for function in PG_FUNCTIONS.values()),
+    ]
+    for trigger, table in _OUTDATED_TRIGGERS:
+        statements.append(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
+    for trigger, table, timing, function, arguments in (*_ROW_TRIGGERS, *_TRUNCATE_TRIGGERS):
+        statements.append(f"CREATE OR REPLACE TRIGGER {trigger} {timing} EXECUTE FUNCTION {function}({arguments})")
         statements.append(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
-    for table in _AUDIT_TRIGGERS:
-        statements.append(f"ALTER TABLE {table} ENABLE TRIGGER {table}_replace_needs_audit")
+    trigger, table, function = _AUDIT_TRIGGER
+    # Constraint triggers (the only ones that can wait for commit) are per row and have no OR REPLACE;
+    # the queue holds one row per day removed, so this fires once or twice per replace.
+    statements.append(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
+    statements.append(
+        f"CREATE CONSTRAINT TRIGGER {trigger} AFTER INSERT ON {table} "
+        f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {function}()"
+    )
+    statements.append(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
     for function in PG_FUNCTIONS.values():
         # Owned by the table owner even when a superuser runs setup: the row trigger lets
         # deletes through only for the owner, and SECURITY DEFINER runs as the function's owner.
@@ -301,7 +396,7 @@ def _pg_install_statements(schema: str, owner: str, pipeline_exists: bool) -> li
         tables = ", ".join(PROTECTED_TABLES)
         statements.append(f"REVOKE {', '.join(FORBIDDEN_TABLE_PRIVILEGES)} ON {tables} FROM {PIPELINE_ROLE}")
         statements.append(f"REVOKE ALL ON FUNCTION {PG_FUNCTIONS[BREAK_GLASS_FUNCTION].signature} FROM {PIPELINE_ROLE}")
-        for name in REPLACE_FUNCTIONS:
+        for name in PIPELINE_FUNCTIONS:
             statements.append(f"GRANT EXECUTE ON FUNCTION {PG_FUNCTIONS[name].signature} TO {PIPELINE_ROLE}")
     return statements
 
@@ -386,7 +481,7 @@ def _pipeline_role_piece(connection: Connection, owner: str | None) -> Protectio
         ]
         if held:
             problems.append(f"holds {', '.join(held)} on {table}")
-    expected_execute = [(name, True) for name in REPLACE_FUNCTIONS] + [(BREAK_GLASS_FUNCTION, False)]
+    expected_execute = [(name, True) for name in PIPELINE_FUNCTIONS] + [(BREAK_GLASS_FUNCTION, False)]
     for function_name, wanted in expected_execute:
         signature = PG_FUNCTIONS[function_name].signature
         granted = connection.execute(
@@ -412,9 +507,8 @@ def _pg_status(connection: Connection) -> list[ProtectionPiece]:
         return [_function_problem(connection, PG_FUNCTIONS[name], owner) for name in names]
 
     def triggers(specs: list[tuple]) -> list[str]:
-        return _trigger_problems(connection, [(trigger, table, function) for trigger, table, _, function in specs])
+        return _trigger_problems(connection, [(trigger, table, function) for trigger, table, _, function, _ in specs])
 
-    audit_triggers = [(f"{t}_replace_needs_audit", t, "dpa_require_replace_audit") for t in _AUDIT_TRIGGERS]
     event = connection.exec_driver_sql(
         "SELECT evtenabled, evtfoid::regproc::text AS function FROM pg_event_trigger WHERE evtname = 'dpa_refuse_drop'"
     ).first()
@@ -425,19 +519,30 @@ def _pg_status(connection: Connection) -> list[ProtectionPiece]:
         drop_problems.append("disabled" + ("" if is_superuser else ": needs a superuser"))
     tables = ", ".join(PROTECTED_TABLES)
     return [
-        _piece("row triggers", [*functions("dpa_refuse_row_change"), *triggers(_ROW_TRIGGERS)], tables, OWNER),
+        _piece(
+            "row triggers",
+            [*functions("dpa_refuse_row_change", "dpa_check_partition_delete"), *triggers(_ROW_TRIGGERS)],
+            tables,
+            OWNER,
+        ),
         _piece("TRUNCATE triggers", [*functions("dpa_refuse_truncate"), *triggers(_TRUNCATE_TRIGGERS)], tables, OWNER),
         _piece("DROP event trigger", drop_problems, "dpa_refuse_drop", SUPERUSER),
         _piece(
             "replace functions",
             [
                 *functions(*REPLACE_FUNCTIONS, "dpa_require_replace_audit"),
-                *_trigger_problems(connection, audit_triggers),
+                *_trigger_problems(connection, [_AUDIT_TRIGGER]),
             ],
             "replace a day only with its audit row, as the owner",
             OWNER,
         ),
         _piece("break-glass function", functions(BREAK_GLASS_FUNCTION), "owner only; audits the database user", OWNER),
+        _piece(
+            "warehouse digest",
+            [*functions(FACTS_DIGEST_FUNCTION), _digest_column_problem(connection)],
+            f"{FACTS_DIGEST_FUNCTION} and {AUDIT_TABLE}.{DIGEST_COLUMN}",
+            OWNER,
+        ),
         _pipeline_role_piece(connection, owner),
     ]
 
@@ -480,6 +585,21 @@ def _execute_ddl(connection: Connection, statement: str) -> None:
 
 
 # --- Both databases -----------------------------------------------------------------------------
+
+
+def _digest_column_problem(connection: Connection) -> str | None:
+    inspector = sa.inspect(connection)
+    if AUDIT_TABLE not in inspector.get_table_names():
+        return f"{AUDIT_TABLE}: not created"
+    columns = {column["name"] for column in inspector.get_columns(AUDIT_TABLE)}
+    return None if DIGEST_COLUMN in columns else f"{AUDIT_TABLE}.{DIGEST_COLUMN}: not created"
+
+
+def _add_digest_column(connection: Connection) -> None:
+    """Warehouses set up before the digest get its audit column; their old audit rows keep NULL."""
+    if _digest_column_problem(connection) is not None:
+        column_type = audit.c[DIGEST_COLUMN].type.compile(dialect=connection.dialect)
+        _execute_ddl(connection, f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN {DIGEST_COLUMN} {column_type}")
 
 
 def _status(connection: Connection) -> list[ProtectionPiece]:
@@ -544,6 +664,7 @@ def ensure_schema(engine: Engine) -> list[ProtectionPiece]:
         pieces = _status(connection)
         installers = _installers(connection)
         if any(piece.state == MISSING and piece.installer in installers for piece in pieces):
+            _add_digest_column(connection)
             if is_sqlite(engine):
                 for statement in _sqlite_statements():
                     _execute_ddl(connection, statement)
@@ -555,7 +676,14 @@ def ensure_schema(engine: Engine) -> list[ProtectionPiece]:
 
 
 # Without these the pipeline must not load; the others (DROP guard, role privileges) are reported.
-_NEEDED_TO_LOAD = {"row triggers", "permit table", "TRUNCATE triggers", "replace functions", "break-glass function"}
+_NEEDED_TO_LOAD = {
+    "row triggers",
+    "permit table",
+    "TRUNCATE triggers",
+    "replace functions",
+    "break-glass function",
+    "warehouse digest",
+}
 
 
 def _report(pieces: list[ProtectionPiece]) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dpa_assets.warehouse.ledger import current_load_audit, shipment_ids_held_for_other_days
+from dpa_assets.warehouse.ledger import current_load_audit, shipment_ids_held_for_other_days, stored_day_digest
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
 
@@ -63,6 +63,12 @@ def latest_loaded_audit(engine: Engine, partition_date: date) -> dict | None:
     """The audit row of the partition's current facts (None when never loaded or emptied since)."""
     with engine.connect() as connection:
         return current_load_audit(connection, partition_date)
+
+
+def stored_digest(engine: Engine, partition_date: date) -> tuple[int, str | None]:
+    """The day's fact rows and their digest, computed by the database now (digest None on SQLite)."""
+    with engine.connect() as connection:
+        return stored_day_digest(connection, partition_date)
 
 
 def quarantined_count(engine: Engine, partition_date: date, validation_run_id: str) -> int:

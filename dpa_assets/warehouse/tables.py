@@ -54,6 +54,9 @@ audit = sa.Table(
     sa.Column("rows_rejected", sa.Integer, nullable=True),
     sa.Column("rows_loaded", sa.Integer, nullable=True),
     sa.Column("content_checksum", sa.String(64), nullable=True),
+    # PostgreSQL: the stored day's digest as the database computed it in the commit transaction
+    # (protection.FACTS_DIGEST_FUNCTION); NULL on SQLite and for days loaded before it existed.
+    sa.Column("warehouse_digest", sa.String(120), nullable=True),
     sa.Column("attempts", sa.Integer, nullable=True),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),

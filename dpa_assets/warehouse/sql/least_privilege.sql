@@ -8,8 +8,8 @@
 -- The pipeline role then owns nothing and holds no privilege that removes or changes a committed
 -- row by itself: no DELETE, UPDATE, TRUNCATE or TRIGGER, and it cannot DROP, ALTER or disable
 -- triggers. It may INSERT and SELECT, and EXECUTE the two SECURITY DEFINER replace functions,
--- which remove a day only if the same transaction writes that day's audit row. It may not call
--- dpa_break_glass. `dpa setup-warehouse` reports these privileges ("dpa_pipeline privileges").
+-- which remove a day only if the same transaction writes that day's audit row, and dpa_facts_digest
+-- (reads a day's digest). It may not call dpa_break_glass. `dpa setup-warehouse` reports these privileges ("dpa_pipeline privileges").
 -- Point DPA_WAREHOUSE_URL at this role: postgresql+psycopg2://dpa_pipeline:<password>@host/db
 
 DO $$
@@ -27,5 +27,6 @@ REVOKE DELETE, UPDATE, TRUNCATE, TRIGGER, REFERENCES ON warehouse_facts, freight
 GRANT SELECT, INSERT ON warehouse_facts, freight_rejects, load_audit TO dpa_pipeline;
 GRANT USAGE ON SEQUENCE load_audit_id_seq TO dpa_pipeline;
 GRANT SELECT ON dpa_schema_marker TO dpa_pipeline;
-GRANT EXECUTE ON FUNCTION dpa_replace_partition(date), dpa_replace_rejects(date, text) TO dpa_pipeline;
+GRANT EXECUTE ON FUNCTION dpa_replace_partition(date), dpa_replace_rejects(date, text), dpa_facts_digest(date)
+  TO dpa_pipeline;
 REVOKE ALL ON FUNCTION dpa_break_glass(date, text, text) FROM PUBLIC, dpa_pipeline;
