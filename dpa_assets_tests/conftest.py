@@ -83,6 +83,16 @@ def generated_day(landing_dir: Path, partition_key: str) -> GeneratedDay:
 
 
 @pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Dagster home for `dpa` commands run in this process, on embedded defaults (no DPA_* settings)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for name in ("DPA_WAREHOUSE_URL", "DPA_LANDING_DIR", "DPA_ARCHIVE_DIR", "DPA_DEPLOYMENT"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture
 def instance(tmp_path: Path):
     """A real, persistent Dagster instance in a temp folder."""
     home = tmp_path / "dagster_home"

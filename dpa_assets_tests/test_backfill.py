@@ -6,19 +6,9 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from dpa_assets.cli import days_between, main
 from dpa_assets_tests.support.warehouse import scalar
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for name in ("DPA_WAREHOUSE_URL", "DPA_LANDING_DIR", "DPA_ARCHIVE_DIR", "DPA_DEPLOYMENT"):
-        monkeypatch.delenv(name, raising=False)
-    return home
 
 
 def test_days_between_is_inclusive_and_ordered():

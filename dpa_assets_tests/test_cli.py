@@ -4,19 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from dpa_assets.cli import main
 from dpa_assets_tests.support.warehouse import scalar
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for name in ("DPA_WAREHOUSE_URL", "DPA_LANDING_DIR", "DPA_ARCHIVE_DIR", "DPA_DEPLOYMENT"):
-        monkeypatch.delenv(name, raising=False)
-    return home
 
 
 def test_seed_then_materialize_loads_each_day(home: Path, capsys):
