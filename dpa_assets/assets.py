@@ -170,6 +170,7 @@ def validated_freight(
         detail=_blocked_detail(outcome, validation_policy.max_rejection_rate) if blocked else None,
     )
     metadata = validation_metadata(outcome)
+    metadata["dagster/row_count"] = dg.MetadataValue.int(len(outcome.valid))  # the asset's, not its check's
     metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
     context.add_output_metadata(metadata)
     return outcome
@@ -204,7 +205,6 @@ def validation_metadata(outcome: ValidationOutcome) -> dict[str, dg.MetadataValu
         "rows_rejected": dg.MetadataValue.int(outcome.rows_rejected),
         "rejection_rate_percent": dg.MetadataValue.float(round(outcome.rejection_rate * 100, 2)),
         "rejection_rate": dg.MetadataValue.float(round(outcome.rejection_rate, 6)),
-        "dagster/row_count": dg.MetadataValue.int(len(outcome.valid)),
         # The alert sensor reads this one (alerts/watch.py).
         "top_rejection_reasons": dg.MetadataValue.md(
             reasons.to_markdown(index=False) if reasons is not None else "No rejected rows."

@@ -40,7 +40,6 @@ def rejection_rate(
     """Blocks warehouse_facts for a day whose rejected share exceeds the policy's maximum."""
     blocked = validation_policy.blocks(validated_freight.rows_rejected, validated_freight.rows_received)
     metadata = validation_metadata(validated_freight)
-    metadata.pop("dagster/row_count")  # the asset's row count; beside a check's verdict it misleads
     metadata["max_rejection_rate_percent"] = dg.MetadataValue.float(
         round(validation_policy.max_rejection_rate * 100, 2)
     )
