@@ -87,8 +87,29 @@ def raw_freight(
     payload_archive: PayloadArchiveResource,
 ) -> pd.DataFrame:
     """Movements of one day exactly as the freight system delivered them (text values, archived)."""
-    key = context.partition_key
-    require_known_partition(key)
+    frame, metadata = receive_day(
+        require_known_partition(context.partition_key).isoformat(), freight_source, payload_archive
+    )
+    context.add_output_metadata(metadata)
+    return frame
+
+
+def receive_day(
+    key: str, freight_source: FreightSource, payload_archive: PayloadArchiveResource
+) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Fetch one day, archive it byte for byte, parse it (raw_freight's work, also the range backfill's).
+
+    Args:
+        key: the day, ``YYYY-MM-DD``.
+        freight_source: where the day comes from.
+        payload_archive: where every received byte is kept first.
+
+    Returns:
+        The day's rows as text columns, and the metadata the UI shows for them.
+
+    Raises:
+        dg.Failure: saying why nothing was written (refused, unavailable, unreadable, archive broken).
+    """
     day_archive = payload_archive.for_day(key)
     try:
         payload = freight_source.fetch_day(key, day_archive)  # archives each raw response as it arrives
@@ -118,18 +139,16 @@ def raw_freight(
             "then re-run the day.",
             allow_retries=False,
         ) from error
-    context.add_output_metadata(
-        {
-            "source": payload.origin,
-            "archived_as": dg.MetadataValue.path(str(archived)),
-            "sha256": payload.sha256,
-            "encoding": parsed.encoding,
-            "extra_columns": ", ".join(parsed.extra_columns) or "none",
-            "rows_received": dg.MetadataValue.int(len(parsed.frame)),
-            "dagster/row_count": dg.MetadataValue.int(len(parsed.frame)),
-        }
-    )
-    return parsed.frame
+    metadata = {
+        "source": payload.origin,
+        "archived_as": dg.MetadataValue.path(str(archived)),
+        "sha256": payload.sha256,
+        "encoding": parsed.encoding,
+        "extra_columns": ", ".join(parsed.extra_columns) or "none",
+        "rows_received": dg.MetadataValue.int(len(parsed.frame)),
+        "dagster/row_count": dg.MetadataValue.int(len(parsed.frame)),
+    }
+    return parsed.frame, metadata
 
 
 @dg.asset(
@@ -148,22 +167,44 @@ def validated_freight(
 ) -> ValidationOutcome:
     """The day's movements split into valid rows and quarantined rejects with their reasons."""
     started = time.monotonic()
-    key = context.partition_key
-    day = require_known_partition(key)  # this step writes rejects: never for a day outside the set
-    refuse_diverged_warehouse(context, warehouse)
-    loaded_elsewhere = shipment_ids_loaded_elsewhere(
-        warehouse.get_engine(), raw_freight["shipment_id"].str.strip().tolist(), day
-    )
-    outcome = dataclasses.replace(
-        validate_freight(raw_freight, key, loaded_elsewhere), validation_run_id=context.run.run_id
-    )
+    key = require_known_partition(context.partition_key).isoformat()  # it writes rejects: only for a known day
+    refuse_diverged_warehouse(context.instance, warehouse)
+    outcome, _blocked, metadata = validate_day(warehouse, raw_freight, key, context.run.run_id, validation_policy)
+    metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
+    context.add_output_metadata(metadata)
+    return outcome
+
+
+def validate_day(
+    warehouse: WarehouseResource,
+    raw: pd.DataFrame,
+    key: str,
+    run_id: str,
+    validation_policy: ValidationPolicyResource,
+) -> tuple[ValidationOutcome, bool, dict[str, dg.MetadataValue]]:
+    """Validate one day and store its rejects and verdict (validated_freight's work, also the range backfill's).
+
+    Args:
+        warehouse: where rejects and the verdict are stored.
+        raw: the day's received rows.
+        key: the day, ``YYYY-MM-DD``.
+        run_id: the run validating it.
+        validation_policy: the rejection-rate maximum.
+
+    Returns:
+        The outcome, whether the day is blocked, and the metadata the UI shows for it.
+    """
+    day = date.fromisoformat(key)
+    engine = warehouse.get_engine()
+    loaded_elsewhere = shipment_ids_loaded_elsewhere(engine, raw["shipment_id"].str.strip().tolist(), day)
+    outcome = dataclasses.replace(validate_freight(raw, key, loaded_elsewhere), validation_run_id=run_id)
     blocked = validation_policy.blocks(outcome.rows_rejected, outcome.rows_received)
     # Rejects are stored even when the day is blocked: the quarantine is what the on-call reads.
     # The verdict is stored too: the partition commit refuses a blocked day whatever launches it.
     record_validation(
-        warehouse.get_engine(),
+        engine,
         day,
-        context.run.run_id,
+        run_id,
         outcome.rejects,
         outcome.rows_received,
         BLOCKED if blocked else VALIDATED,
@@ -171,19 +212,17 @@ def validated_freight(
     )
     metadata = validation_metadata(outcome)
     metadata["dagster/row_count"] = dg.MetadataValue.int(len(outcome.valid))  # the asset's, not its check's
-    metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
-    context.add_output_metadata(metadata)
-    return outcome
+    return outcome, blocked, metadata
 
 
-def refuse_diverged_warehouse(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
+def refuse_diverged_warehouse(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> None:
     """Fail the step, writing nothing, when committed days Dagster recorded are gone from the warehouse."""
     try:
-        verify_warehouse_matches_dagster(context.instance, warehouse.get_engine(), warehouse.display_url())
+        verify_warehouse_matches_dagster(instance, warehouse.get_engine(), warehouse.display_url())
     except WarehouseDiverged as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
     except ProtectedTableMissing as error:
-        days = ", ".join(day.isoformat() for day in sorted(recorded_loads(context.instance, warehouse.display_url())))
+        days = ", ".join(day.isoformat() for day in sorted(recorded_loads(instance, warehouse.display_url())))
         recorded = f"; Dagster recorded loads of {days} in it" if days else ""
         raise dg.Failure(description=f"{error}{recorded}. Nothing was written.", allow_retries=False) from error
 
@@ -247,34 +286,49 @@ def warehouse_facts(
     context: dg.AssetExecutionContext, validated_freight: ValidationOutcome, warehouse: WarehouseResource
 ) -> PartitionLoad:
     """The day's valid movements as warehouse facts, committed atomically with their audit row."""
-    key = context.partition_key
-    refuse_diverged_warehouse(context, warehouse)
-    validation_run_id = validated_freight.validation_run_id or context.run.run_id
+    refuse_diverged_warehouse(context.instance, warehouse)
+    load, metadata = shape_day(warehouse, validated_freight, context.partition_key, context.run.run_id)
+    context.add_output_metadata(metadata)
+    return load
+
+
+def shape_day(
+    warehouse: WarehouseResource, outcome: ValidationOutcome, key: str, run_id: str
+) -> tuple[PartitionLoad, dict[str, dg.MetadataValue]]:
+    """The facts of one validated day, ready to commit (warehouse_facts' work, also the range backfill's).
+
+    Args:
+        warehouse: where a failed shaping is recorded.
+        outcome: the day's validation.
+        key: the day, ``YYYY-MM-DD``.
+        run_id: the run committing it.
+
+    Returns:
+        What the commit writes, and the metadata the UI shows for it.
+    """
+    validation_run_id = outcome.validation_run_id or run_id
     try:
-        facts = to_facts(validated_freight.valid, key)
+        facts = to_facts(outcome.valid, key)
         checksum = facts_checksum(facts)
     except Exception as error:
         # Shaping failed before the commit: the ledger still records the attempt and why.
-        record_failed_attempt(
-            warehouse.get_engine(), date.fromisoformat(key), context.run.run_id, error, validation_run_id
-        )
+        record_failed_attempt(warehouse.get_engine(), date.fromisoformat(key), run_id, error, validation_run_id)
         raise
-    context.add_output_metadata(
-        {
-            "rows_received": dg.MetadataValue.int(validated_freight.rows_received),
-            "rows_valid": dg.MetadataValue.int(len(facts)),
-            "rows_rejected": dg.MetadataValue.int(validated_freight.rows_rejected),
-            "rejection_rate": dg.MetadataValue.float(round(validated_freight.rejection_rate, 6)),
-            "dagster/row_count": dg.MetadataValue.int(len(facts)),
-        }
-    )
-    return PartitionLoad(
+    metadata = {
+        "rows_received": dg.MetadataValue.int(outcome.rows_received),
+        "rows_valid": dg.MetadataValue.int(len(facts)),
+        "rows_rejected": dg.MetadataValue.int(outcome.rows_rejected),
+        "rejection_rate": dg.MetadataValue.float(round(outcome.rejection_rate, 6)),
+        "dagster/row_count": dg.MetadataValue.int(len(facts)),
+    }
+    load = PartitionLoad(
         partition_date=date.fromisoformat(key),
-        run_id=context.run.run_id,
+        run_id=run_id,
         validation_run_id=validation_run_id,
         facts=facts,
-        rejects=validated_freight.rejects,
-        rows_received=validated_freight.rows_received,
+        rejects=outcome.rejects,
+        rows_received=outcome.rows_received,
         content_checksum=checksum,
-        source_line_by_id=validated_freight.valid.set_index("shipment_id")[SOURCE_LINE],
+        source_line_by_id=outcome.valid.set_index("shipment_id")[SOURCE_LINE],
     )
+    return load, metadata

@@ -38,16 +38,31 @@ def rejection_rate(
     validated_freight: ValidationOutcome, validation_policy: ValidationPolicyResource
 ) -> dg.AssetCheckResult:
     """Blocks warehouse_facts for a day whose rejected share exceeds the policy's maximum."""
-    blocked = validation_policy.blocks(validated_freight.rows_rejected, validated_freight.rows_received)
-    metadata = validation_metadata(validated_freight)
+    return rejection_rate_result(validated_freight, validation_policy)
+
+
+def rejection_rate_result(
+    outcome: ValidationOutcome, validation_policy: ValidationPolicyResource
+) -> dg.AssetCheckResult:
+    """The rejection-rate verdict of one validated day, with what the auditor reads beside it.
+
+    Args:
+        outcome: the day's validation.
+        validation_policy: the maximum rejected share.
+
+    Returns:
+        Failed (ERROR) when the rejected share is above the maximum.
+    """
+    blocked = validation_policy.blocks(outcome.rows_rejected, outcome.rows_received)
+    metadata = validation_metadata(outcome)
     metadata["max_rejection_rate_percent"] = dg.MetadataValue.float(
         round(validation_policy.max_rejection_rate * 100, 2)
     )
     metadata["max_rejection_rate"] = dg.MetadataValue.float(validation_policy.max_rejection_rate)
-    if validated_freight.rows_received == 0:
+    if outcome.rows_received == 0:
         metadata["note"] = dg.MetadataValue.text("empty day: nothing received, nothing rejected")
     # First in the table, in words: the auditor reads the verdict without opening the markdown.
-    metadata = {"verdict": dg.MetadataValue.text(_verdict(validated_freight, validation_policy, blocked)), **metadata}
+    metadata = {"verdict": dg.MetadataValue.text(_verdict(outcome, validation_policy, blocked)), **metadata}
     return dg.AssetCheckResult(passed=not blocked, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
 
@@ -146,6 +161,11 @@ def reconcile_partition(engine: Engine, day: date, recorded: dict) -> dg.AssetCh
 )
 def shipment_ids_unique_across_facts(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     """Guard against double billing, even if the unique index were ever dropped."""
+    return shipment_ids_unique_result(warehouse)
+
+
+def shipment_ids_unique_result(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """Passed when no shipment id is in the fact table twice, whatever the day."""
     duplicates = duplicated_shipment_ids(warehouse.get_engine())
     table = "\n".join(["| shipment_id | copies |", "| --- | --- |", *(f"| {sid} | {n} |" for sid, n in duplicates)])
     return dg.AssetCheckResult(

@@ -76,7 +76,26 @@ class ParquetIntermediates(dg.UPathIOManager):
         self._retention_seconds = retention_days * 86_400
 
     def dump_to_path(self, context: dg.OutputContext, obj: object, path: UPath) -> None:
-        target = Path(path)
+        self._store(Path(path), obj, expire_others=context.has_asset_partitions)
+
+    def store_day(self, asset_key: dg.AssetKey, partition_key: str, value: object) -> Path:
+        """Store one day of an asset where its output would go, for a run that records days itself
+        (the range backfill); a later run loads it like any stored day.
+
+        Args:
+            asset_key: the asset.
+            partition_key: the day.
+            value: a DataFrame or ValidationOutcome.
+
+        Returns:
+            The stored day's folder.
+        """
+        target = Path(self._base_path.joinpath(*asset_key.path, f"{partition_key}{self.extension}"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._store(target, value, expire_others=True)
+        return target
+
+    def _store(self, target: Path, obj: object, expire_others: bool) -> None:
         staging = target.with_name(f"{target.name}.new-{uuid.uuid4().hex}")
         staging.mkdir()
         try:
@@ -88,7 +107,7 @@ class ParquetIntermediates(dg.UPathIOManager):
         legacy = target.with_suffix("")
         if legacy.is_file():
             legacy.unlink()  # the pickle an older version left for this day: stale, and never loaded
-        if context.has_asset_partitions:
+        if expire_others:
             _remove_expired(target.parent, keep=target, older_than=time.time() - self._retention_seconds)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> object:

@@ -24,6 +24,26 @@ from dpa_assets.warehouse.ledger import (
 from dpa_assets.warehouse.tables import facts
 
 
+def commit_metadata(audit_row: dict, warehouse: str, seconds: float) -> dict[str, object]:
+    """What a committed day's materialization records; the reconcile check and the Dagster/warehouse
+    cross-check read ``warehouse``, ``partition``, ``row_count`` and ``content_checksum`` back.
+
+    Args:
+        audit_row: the audit row the commit wrote.
+        warehouse: the warehouse's display URL (password masked).
+        seconds: how long the commit took.
+    """
+    return {
+        "table": facts.name,
+        "partition": audit_row["partition_date"].isoformat(),
+        "warehouse": warehouse,
+        "row_count": dg.MetadataValue.int(audit_row["rows_loaded"]),
+        "content_checksum": audit_row["content_checksum"],
+        "commit_attempts": dg.MetadataValue.int(audit_row["attempts"]),
+        "load_seconds": dg.MetadataValue.float(round(seconds, 3)),
+    }
+
+
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Stores ``PartitionLoad`` outputs in the warehouse; loads a partition's facts as a DataFrame."""
 
@@ -40,15 +60,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             # A broken rule, not an outage: retrying the step cannot change the answer.
             raise dg.Failure(description=str(refusal), allow_retries=False) from refusal
         context.add_output_metadata(
-            {
-                "table": facts.name,
-                "partition": obj.partition_date.isoformat(),
-                "warehouse": self.warehouse.display_url(),
-                "row_count": dg.MetadataValue.int(audit_row["rows_loaded"]),
-                "content_checksum": audit_row["content_checksum"],
-                "commit_attempts": dg.MetadataValue.int(audit_row["attempts"]),
-                "load_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
-            }
+            commit_metadata(audit_row, self.warehouse.display_url(), time.monotonic() - started)
         )
 
     def _refuse_unless_one_known_day(self, context: dg.OutputContext, obj: PartitionLoad) -> None:

@@ -1,10 +1,11 @@
-"""Jobs: the nightly load of one day, and the morning freshness check."""
+"""Jobs: the nightly load of one day, the range backfill, and the morning freshness check."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from dpa_assets.assets import GROUP
+from dpa_assets.backfill import load_days_in_order
 from dpa_assets.checks import yesterday_loaded_by_six
 
 daily_freight_job = dg.define_asset_job(
@@ -22,3 +23,13 @@ daily_freight_job = dg.define_asset_job(
 def freshness_check_job() -> None:
     """The clock rule alone: no asset is materialized, so no load ever evaluates it (checks.py)."""
     yesterday_loaded_by_six()
+
+
+@dg.job(
+    name="freight_backfill_job",
+    description="Load a range of days in one run, each day committed and audited on its own (backfill.py).",
+    executor_def=dg.in_process_executor,
+)
+def freight_backfill_job() -> None:
+    """Many days, one run: no run's fixed cost per day; each day recorded as its own partition."""
+    load_days_in_order()

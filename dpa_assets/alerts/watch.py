@@ -21,6 +21,7 @@ from dpa_assets.warehouse.ledger import blocked_detail
 
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
+BACKFILL_DAYS_TAG = "dpa/days"  # first..last of a range backfill run (backfill.py)
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 BLOCKING_CHECK = "rejection_rate"
 FRESHNESS_CHECK = "yesterday_loaded_by_six"
@@ -96,6 +97,8 @@ def run_day(run: dg.DagsterRun) -> str | None:
     """The day (or ``first..last`` range) a run worked on, from its tags."""
     if run.tags.get(PARTITION_TAG):
         return run.tags[PARTITION_TAG]
+    if run.tags.get(BACKFILL_DAYS_TAG):
+        return run.tags[BACKFILL_DAYS_TAG]
     if run.tags.get(RANGE_START_TAG):
         return f"{run.tags[RANGE_START_TAG]}..{run.tags.get(RANGE_END_TAG, '')}"
     return None
@@ -200,7 +203,7 @@ def _failed_run_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, occurred
         details = [failures[-1].message.strip().splitlines()[0]] if failures and failures[-1].message else []
     day = run_day(run)
     first = details[0] if details else "the run failed before any step"
-    action = f"Re-run: dpa materialize --date {day}" if day and ".." not in day else "See dpa alerts, UI run"
+    action = _rerun_action(run, day)
     return Alert(
         raised_at=_now(),
         severity="error",
@@ -214,6 +217,13 @@ def _failed_run_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, occurred
         link=run_link(run.run_id),
         message=sms_text(day, f"{_job_label(run)} FAILED", first, action),
     )
+
+
+def _rerun_action(run: dg.DagsterRun, day: str | None) -> str:
+    if day and run.job_name == "freight_backfill_job" and ".." in day:
+        first, last = day.split("..", 1)
+        return f"Re-run: dpa backfill --from {first} --to {last}"  # loaded days are replaced, not doubled
+    return f"Re-run: dpa materialize --date {day}" if day and ".." not in day else "See dpa alerts, UI run"
 
 
 def run_label(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
@@ -230,5 +240,5 @@ def run_label(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
 
 
 def _job_label(run: dg.DagsterRun) -> str:
-    short = {"daily_freight_job": "load", "freshness_check_job": "freshness check"}
+    short = {"daily_freight_job": "load", "freight_backfill_job": "backfill", "freshness_check_job": "freshness check"}
     return short.get(run.job_name) or ("load" if run.job_name.startswith("__") else run.job_name)

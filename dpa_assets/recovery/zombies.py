@@ -29,7 +29,7 @@ IN_FLIGHT = [
 ]
 RUNNING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 # The jobs of this code location; UI materializations run as Dagster's hidden asset jobs.
-LOCATION_JOBS = ("daily_freight_job", "freshness_check_job")
+LOCATION_JOBS = ("daily_freight_job", "freight_backfill_job", "freshness_check_job")
 ASSET_JOB_PREFIX = "__ASSET_JOB"
 
 
