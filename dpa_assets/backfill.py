@@ -185,7 +185,9 @@ class DayLoader:
             with self._warehouse_faults_stop_the_range():
                 raw, raw_metadata = receive_day(day, self.freight_source, self.payload_archive)
                 self._store_and_record(raw_freight.key, day, raw, raw_metadata)
+                started = time.monotonic()
                 outcome, blocked, metadata = validate_day(self.warehouse, raw, day, self.run_id, self.validation_policy)
+                metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
                 self._store_and_record(validated_freight.key, day, outcome, metadata)
                 verdict = rejection_rate_result(outcome, self.validation_policy)
                 self._record_check(rejection_rate.check_key, day, verdict)

@@ -206,7 +206,10 @@ def _backfill_days(days: list[date], verbose: bool) -> int:
         config = run_config_for(verbose, step_retry=True)
         config["ops"] = {"load_days_in_order": {"config": {"first_day": str(days[0]), "last_day": str(days[-1])}}}
         result = defs.resolve_job_def("freight_backfill_job").execute_in_process(
-            instance=dg.DagsterInstance.get(), raise_on_error=False, run_config=config
+            instance=dg.DagsterInstance.get(),
+            raise_on_error=False,
+            run_config=config,
+            tags={backfill.DAYS_TAG: f"{days[0]}..{days[-1]}"},
         )
     finally:
         backfill.progress_listeners.remove(print_day)

@@ -288,3 +288,18 @@ def test_doctor_flags_alerts_the_on_call_never_received(tmp_path):
     assert len(problems) == 1 and "2026-11-21" in problems[0]
     assert alert_findings(journal, sms_configured=False)[0] == []  # SMS off: journaled is all there is
     assert any("2 alert(s), 1 undelivered" in note for note in notes)
+
+
+def test_catch_up_sensor_leaves_the_days_of_a_range_backfill_in_flight(instance, sqlite_url):
+    warehouse = WarehouseResource(url=sqlite_url)
+    policy = RecoveryPolicyResource(catch_up_days=3, catch_up_max_runs_per_tick=5, catch_up_after_hours=0)
+    first, second, third = due_days(3, datetime.now(UTC), 0)
+    running_range = {"ops": {"load_days_in_order": {"config": {"first_day": str(first), "last_day": str(second)}}}}
+    instance.add_run(
+        dg.DagsterRun(job_name="freight_backfill_job", status=dg.DagsterRunStatus.STARTED, run_config=running_range)
+    )
+    context = dg.build_sensor_context(instance=instance, resources={"recovery_policy": policy, "warehouse": warehouse})
+
+    requested = [request.partition_key for request in freight_catch_up_sensor(context).run_requests or []]
+
+    assert requested == [third.isoformat()]

@@ -18,6 +18,9 @@ from dpa_assets.recovery.zombies import IN_FLIGHT, PARTITION_TAG
 from dpa_assets.warehouse.ledger import BLOCKED, BREAK_GLASS, FAILED, LOADED, REFUSED, VALIDATED
 from dpa_assets.warehouse.reports import latest_audit, latest_loaded_audit
 
+# The range backfill (backfill.py): its days are in the run config, so a queued run is seen too.
+BACKFILL_JOB, BACKFILL_OP = "freight_backfill_job", "load_days_in_order"
+
 # What a day's ledger says, in the words of the plan.
 OK, MISSING, INTERRUPTED = "loaded", "missing", "interrupted"
 RELOAD = (MISSING, FAILED, REFUSED, INTERRUPTED)  # worth another run of the whole chain
@@ -117,4 +120,18 @@ def runs_by_day(instance: dg.DagsterInstance, days: list[date]) -> tuple[set[dat
         )
         if busy:
             in_flight.add(day)
+    in_flight |= days_of_ranges_in_flight(instance, days)
     return in_flight, last_attempt
+
+
+def days_of_ranges_in_flight(instance: dg.DagsterInstance, days: list[date]) -> set[date]:
+    """The days among ``days`` that a range backfill run in flight (queued included) will load."""
+    covered: set[date] = set()
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=BACKFILL_JOB, statuses=IN_FLIGHT), limit=20):
+        config = record.dagster_run.run_config.get("ops", {}).get(BACKFILL_OP, {}).get("config", {})
+        try:
+            start, end = date.fromisoformat(config["first_day"]), date.fromisoformat(config["last_day"])
+        except (KeyError, TypeError, ValueError):
+            continue  # a launch with a broken range fails at once, loading nothing
+        covered |= {day for day in days if start <= day <= end}
+    return covered
