@@ -136,7 +136,7 @@ def load_days_in_order(
 def failure_summary(failed: list[DayOutcome], total: int, shown: int = 3) -> str:
     """One line: how many days failed, the first few with why."""
     first = "; ".join(f"{outcome.day} {outcome.status}: {outcome.detail}" for outcome in failed[:shown])
-    more = f"; and {len(failed) - shown} more (dpa status)" if len(failed) > shown else ""
+    more = f"; and {len(failed) - shown} more (the run's log lists each)" if len(failed) > shown else ""
     return f"{len(failed)} of {total} days not loaded: {first}{more}"[:2000]
 
 

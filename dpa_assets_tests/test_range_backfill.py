@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dpa_assets.alerts.watch import alerts_for_run
 from dpa_assets.backfill import DayOutcome, failure_summary
 from dpa_assets.cli import main
 from dpa_assets.definitions import defs
@@ -150,7 +151,7 @@ def test_failure_summary_is_one_line_with_the_first_days():
     line = failure_summary(failed, 9)
     assert "\n" not in line
     assert line.startswith("5 of 9 days not loaded: 2026-03-01 failed: reason 1;")
-    assert "2026-03-04" not in line and line.endswith("and 2 more (dpa status)")
+    assert "2026-03-04" not in line and line.endswith("and 2 more (the run's log lists each)")
 
 
 def test_dpa_backfill_prints_each_day_then_the_table(home: Path, capsys):
@@ -181,3 +182,20 @@ def test_dpa_backfill_refuses_a_bad_range_in_one_line(home: Path, capsys, args: 
     assert main(["backfill", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_a_failed_range_alerts_each_blocked_day_and_the_run_with_its_rerun_command(
+    instance: dg.DagsterInstance, landing_dir: Path, sqlite_url: str, tmp_path: Path
+):
+    _write_range(landing_dir)
+    result = _run_range(instance, make_resources(landing_dir, sqlite_url, tmp_path), DAYS[0], DAYS[-1])
+    record = instance.get_run_records(dg.RunsFilter(run_ids=[result.run_id]))[0]
+
+    alerts = alerts_for_run(instance, record, lambda run_id: f"http://127.0.0.1:3000/runs/{run_id}")
+
+    blocked = [alert for alert in alerts if alert.partition == BLOCKED]
+    assert len(blocked) == 1 and "above the 30% rule" in blocked[0].summary
+    run_alert = next(alert for alert in alerts if alert.partition == f"{DAYS[0]}..{DAYS[-1]}")
+    # The missing day is not hidden behind the blocked day's alert.
+    assert MISSING in run_alert.summary and "backfill" in run_alert.summary
+    assert f"dpa backfill --from {DAYS[0]} --to {DAYS[-1]}" in run_alert.message

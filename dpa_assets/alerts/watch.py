@@ -21,7 +21,7 @@ from dpa_assets.warehouse.ledger import blocked_detail
 
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
-BACKFILL_DAYS_TAG = "dpa/days"  # first..last of a range backfill run (backfill.py)
+BACKFILL_JOB, BACKFILL_DAYS_TAG = "freight_backfill_job", "dpa/days"  # the range backfill; its first..last
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 BLOCKING_CHECK = "rejection_rate"
 FRESHNESS_CHECK = "yesterday_loaded_by_six"
@@ -73,8 +73,10 @@ def alerts_for_run(instance: dg.DagsterInstance, record: dg.RunRecord, run_link:
             alerts.append(_blocked_day_alert(run, evaluation, occurred_at, run_link))
         elif evaluation.check_name == FRESHNESS_CHECK:
             alerts.append(_freshness_alert(run, evaluation, occurred_at, run_link))
-    # A blocked day fails its run; that alert already says why, better than the run's failure.
-    if run.status == dg.DagsterRunStatus.FAILURE and not any(a.kind == BLOCKED_DAY for a in alerts):
+    # A blocked day fails its one-day run; that alert already says why, better than the run's failure.
+    # A range backfill may have failed other days too: its run alert names them all.
+    said = any(a.kind == BLOCKED_DAY for a in alerts) and run.job_name != BACKFILL_JOB
+    if run.status == dg.DagsterRunStatus.FAILURE and not said:
         alerts.append(_failed_run_alert(instance, run, occurred_at, run_link))
     return alerts
 
@@ -220,7 +222,7 @@ def _failed_run_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, occurred
 
 
 def _rerun_action(run: dg.DagsterRun, day: str | None) -> str:
-    if day and run.job_name == "freight_backfill_job" and ".." in day:
+    if day and run.job_name == BACKFILL_JOB and ".." in day:
         first, last = day.split("..", 1)
         return f"Re-run: dpa backfill --from {first} --to {last}"  # loaded days are replaced, not doubled
     return f"Re-run: dpa materialize --date {day}" if day and ".." not in day else "See dpa alerts, UI run"
