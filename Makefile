@@ -36,6 +36,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/load_benchmark.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/backfill_benchmark.py $(BACKFILL_ARGS)
 
 ui: install
 	$(BIN)/dpa setup-warehouse
