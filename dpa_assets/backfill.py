@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import dagster as dg
+import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
@@ -50,6 +51,7 @@ from dpa_assets.io_manager import commit_metadata
 from dpa_assets.partitions import daily_partitions
 from dpa_assets.recovery.heartbeat import run_heartbeat
 from dpa_assets.resources import FreightSource, PayloadArchiveResource, ValidationPolicyResource, WarehouseResource
+from dpa_assets.transforms import ValidationOutcome
 from dpa_assets.warehouse.ledger import LoadRefused, WarehouseBusy, commit_partition
 from dpa_assets.warehouse.protection import ProtectedTableMissing
 
@@ -183,21 +185,7 @@ class DayLoader:
         """One day: the three assets' work and their checks, each recorded for the day."""
         try:
             with self._warehouse_faults_stop_the_range():
-                raw, raw_metadata = receive_day(day, self.freight_source, self.payload_archive)
-                self._store_and_record(raw_freight.key, day, raw, raw_metadata)
-                started = time.monotonic()
-                outcome, blocked, metadata = validate_day(self.warehouse, raw, day, self.run_id, self.validation_policy)
-                metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
-                self._store_and_record(validated_freight.key, day, outcome, metadata)
-                verdict = rejection_rate_result(outcome, self.validation_policy)
-                self._record_check(rejection_rate.check_key, day, verdict)
-                if blocked:
-                    return DayOutcome(day, BLOCKED, str(verdict.metadata["verdict"].value))
-                load, facts_metadata = shape_day(self.warehouse, outcome, day, self.run_id)
-                started = time.monotonic()
-                audit_row = commit_partition(
-                    self.warehouse.get_engine(), load, retry=self.warehouse.retry_settings(), log=self.context.log
-                )
+                return self._load(day)
         except RangeStopped:
             raise
         except dg.Failure as failure:
@@ -207,12 +195,38 @@ class DayLoader:
         except Exception as error:  # noqa: BLE001 - one bad day fails alone; the ledger has its attempt
             self.context.log.error(traceback.format_exc())  # unexpected: the run's log keeps the trace
             return self._failed(day, f"{type(error).__name__}: {error}")
+
+    def _load(self, day: str) -> DayOutcome:
+        raw, raw_metadata = receive_day(day, self.freight_source, self.payload_archive)
+        self._store_and_record(raw_freight.key, day, raw, raw_metadata)
+        outcome, verdict = self._validate(day, raw)
+        if not verdict.passed:
+            return DayOutcome(day, BLOCKED, str(verdict.metadata["verdict"].value))
+        self._commit_and_reconcile(day, outcome)
+        return DayOutcome(day, LOADED)
+
+    def _validate(self, day: str, raw: pd.DataFrame) -> tuple[ValidationOutcome, dg.AssetCheckResult]:
+        """validated_freight and its rejection_rate check, for one day."""
+        started = time.monotonic()
+        outcome, _blocked, metadata = validate_day(self.warehouse, raw, day, self.run_id, self.validation_policy)
+        metadata["validation_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
+        self._store_and_record(validated_freight.key, day, outcome, metadata)
+        verdict = rejection_rate_result(outcome, self.validation_policy)
+        self._record_check(rejection_rate.check_key, day, verdict)
+        return outcome, verdict
+
+    def _commit_and_reconcile(self, day: str, outcome: ValidationOutcome) -> None:
+        """warehouse_facts through its own commit, then its reconcile check, for one day."""
+        load, facts_metadata = shape_day(self.warehouse, outcome, day, self.run_id)
+        started = time.monotonic()
+        engine = self.warehouse.get_engine()
+        audit_row = commit_partition(engine, load, retry=self.warehouse.retry_settings(), log=self.context.log)
         recorded = commit_metadata(audit_row, self.warehouse.display_url(), time.monotonic() - started)
         self._record(warehouse_facts.key, day, {**facts_metadata, **recorded})
         plain = {name: getattr(value, "value", value) for name, value in recorded.items()}
-        reconciled = reconcile_partition(self.warehouse.get_engine(), date.fromisoformat(day), plain)
-        self._record_check(facts_reconcile_with_audit.check_key, day, reconciled)
-        return DayOutcome(day, LOADED)
+        self._record_check(
+            facts_reconcile_with_audit.check_key, day, reconcile_partition(engine, date.fromisoformat(day), plain)
+        )
 
     @contextmanager
     def _warehouse_faults_stop_the_range(self) -> Iterator[None]:
