@@ -7,7 +7,10 @@ run per day.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +24,10 @@ from dpa_assets.definitions import defs
 from dpa_assets.jobs import freight_backfill_job
 from dpa_assets.sources.generator import generate_day, write_landing_file
 from dpa_assets_tests.conftest import make_resources
+from dpa_assets_tests.support import services
 from dpa_assets_tests.support.warehouse import rows, scalar
+
+REPO = Path(__file__).resolve().parents[1]
 
 DAYS = ["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
 MISSING, BLOCKED = "2026-03-03", "2026-03-05"
@@ -199,3 +205,38 @@ def test_a_failed_range_alerts_each_blocked_day_and_the_run_with_its_rerun_comma
     # The missing day is not hidden behind the blocked day's alert.
     assert MISSING in run_alert.summary and "backfill" in run_alert.summary
     assert f"dpa backfill --from {DAYS[0]} --to {DAYS[-1]}" in run_alert.message
+
+
+@pytest.mark.slow
+def test_range_launched_from_the_launchpad_runs_in_the_daemon_and_records_each_day(tmp_path: Path):
+    """The UI path: webserver and daemon as `make ui` starts them; the run executes in a run worker."""
+    home = tmp_path / "home"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DPA_", "DAGSTER_"))}
+    env.update({"DAGSTER_HOME": str(home), "DPA_LANDING_DIR": str(tmp_path / "landing")})
+    _write_range(tmp_path / "landing")
+    port = services.free_port()
+    daemon_log, webserver_log = tmp_path / "daemon.log", tmp_path / "webserver.log"
+    started = []
+    try:
+        subprocess.run([str(Path(sys.executable).with_name("dpa")), "setup-warehouse"], cwd=REPO, env=env, check=True)
+        started.append(services.start_service(["dagster-daemon", "run", "-w", "workspace.yaml"], REPO, env, daemon_log))
+        webserver = services.start_service(
+            ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], REPO, env, webserver_log
+        )
+        started.append(webserver)
+        services.wait_for_webserver(port, webserver, webserver_log, timeout=300)
+        config = {"ops": {"load_days_in_order": {"config": {"first_day": DAYS[0], "last_day": DAYS[-1]}}}}
+        run_id = services.launch_run(port, services.location_of(port), "freight_backfill_job", config)
+        status = services.wait_for_run(port, run_id, timeout=600)
+    finally:
+        for process in reversed(started):
+            services.stop_service(process)
+
+    assert status == "FAILURE", (daemon_log.read_text() + webserver_log.read_text())[-4000:]  # two bad days
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        good = [day for day in DAYS if day not in (MISSING, BLOCKED)]
+        assert sorted(instance.get_materialized_partitions(dg.AssetKey("warehouse_facts"))) == good
+        assert instance.get_run_by_id(run_id).tags["dpa/days"] == f"{DAYS[0]}..{DAYS[-1]}"
+        assert _check_results(instance, "rejection_rate")[BLOCKED] == "FAILED"
+    url = f"sqlite:///{home / 'warehouse.sqlite'}"
+    assert scalar(url, "SELECT count(DISTINCT partition_date) FROM warehouse_facts") == len(good)

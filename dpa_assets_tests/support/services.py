@@ -95,6 +95,11 @@ def location_of(port: int, repository: str = "__repository__") -> str:
 
 def launch_partition_run(port: int, location: str, job: str, partition: str) -> str:
     """Submit one partition's run through the webserver, as the UI's *Materialize* does; returns its id."""
+    return launch_run(port, location, job, {}, {"dagster/partition": partition})
+
+
+def launch_run(port: int, location: str, job: str, run_config: dict, tags: dict[str, str] | None = None) -> str:
+    """Submit a run through the webserver, as the UI's Launchpad does; returns its id."""
     data = graphql(
         port,
         "mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename"
@@ -103,8 +108,8 @@ def launch_partition_run(port: int, location: str, job: str, partition: str) -> 
         {
             "params": {
                 "selector": {"repositoryLocationName": location, "repositoryName": "__repository__", "jobName": job},
-                "runConfigData": {},
-                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+                "runConfigData": run_config,
+                "executionMetadata": {"tags": [{"key": key, "value": value} for key, value in (tags or {}).items()]},
             }
         },
     )
