@@ -290,7 +290,60 @@ def render(contenders: list[Contender], rows: int) -> str:
             f"| {contender.name} ({contender.what}) | {median:.2f} ({spread}) | {rows / median:,.0f} "
             f"| {median / floor:.1f} | {max(contender.rss_mib):,.0f} |"
         )
-    return "\n".join(lines) + "\n\n" + render_steps([c for c in contenders if c.step_seconds])
+    steps = render_steps([c for c in contenders if c.step_seconds])
+    return "\n".join(lines) + "\n\n" + steps + "\n\n" + render_targets(contenders, rows)
+
+
+def render_targets(contenders: list[Contender], rows: int) -> str:
+    """Issue 10's targets against this run's medians: met or missed, each with the figure it was judged on."""
+
+    def median(name: str, what_starts: str = "") -> float | None:
+        found = [c for c in contenders if c.name.startswith(name) and c.what.startswith(what_starts)]
+        return statistics.median(found[0].seconds) if found else None
+
+    def peak(name: str) -> float:
+        return max((max(c.rss_mib) for c in contenders if c.name.startswith(name)), default=0.0)
+
+    pg, sqlite = median("DPA end to end, PostgreSQL", "dpa materialize, first"), median("DPA end to end, SQLite")
+    script, commit, dlt = median("script:"), median("DPA commit alone, PostgreSQL"), median("dlt merge")
+    targets = [
+        (
+            "end to end >= 150,000 rows/s (PostgreSQL)",
+            pg,
+            lambda: rows / pg >= 150_000,
+            lambda: f"{rows / pg:,.0f} rows/s",
+        ),
+        ("end to end >= 7x the plan's script", pg and script, lambda: script / pg >= 7, lambda: f"{script / pg:.1f}x"),
+        (
+            "the commit >= 300,000 rows/s",
+            commit,
+            lambda: rows / commit >= 300_000,
+            lambda: f"{rows / commit:,.0f} rows/s",
+        ),
+        ("the commit above dlt's merge", commit and dlt, lambda: dlt > commit, lambda: f"{dlt / commit:.1f}x dlt"),
+        (
+            "peak memory < 1 GiB (DPA)",
+            pg,
+            lambda: peak("DPA end to end") < 1024,
+            lambda: f"{peak('DPA end to end'):,.0f} MiB",
+        ),
+        (
+            "SQLite end to end >= 100,000 rows/s",
+            sqlite,
+            lambda: rows / sqlite >= 100_000,
+            lambda: f"{rows / sqlite:,.0f} rows/s",
+        ),
+    ]
+    lines = [
+        f"| issue 10 target (set at 1,000,000 rows; this run: {rows:,}) | measured | met? |",
+        "| --- | --- | --- |",
+    ]
+    for name, available, met, figure in targets:
+        if available:
+            lines.append(f"| {name} | {figure()} | {'met' if met() else 'MISSED'} |")
+    missed = any(line.endswith("| MISSED |") for line in lines)
+    note = "\nA missed target: the profile and the reason are in BENCHMARKS.md, below the table." if missed else ""
+    return "\n".join(lines) + note
 
 
 def render_steps(contenders: list[Contender]) -> str:
