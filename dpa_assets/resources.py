@@ -149,6 +149,13 @@ class AlertJournalResource(dg.ConfigurableResource):
         description=f"Dagster UI root for the run links in alerts; default ${ENV_UI_BASE_URL} or {DEFAULT_UI_BASE_URL}",
     )
 
+    first_tick_lookback_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="With no cursor and an empty journal (the sensor's first deploy), alert the failures of the "
+        "last this many hours only: an old instance's history is not sent as a burst of SMS",
+    )
+
     def path(self) -> Path:
         default = local_home() / "alerts" / "journal.jsonl"
         return Path(configured(self.journal_file) or os.environ.get(ENV_ALERT_JOURNAL) or default)

@@ -3,12 +3,15 @@
 A plain sensor with its own cursor (the last update time of the finished runs it has read)
 rather than a ``run_failure_sensor``: that one starts from "now" on its first tick and so never
 sees failures from before the daemon ran; it also misses failed checks in successful runs.
-Without a cursor (first tick, or reset) this one starts from the journal's last handled run.
+Without a cursor (first tick, or reset) this one starts from the journal's last handled run, and
+with an empty journal too (first deploy) from ``first_tick_lookback_hours`` ago: an old instance's
+failures are not sent as a burst of SMS.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 
 import dagster as dg
@@ -52,6 +55,12 @@ def freight_failure_alert_sensor(
     after = parse_cursor(context.cursor)
     if after is None:
         after = last_handled_run(alert_journal)
+    if after is None:
+        after = time.time() - alert_journal.first_tick_lookback_hours * 3600
+        context.log.info(
+            f"first tick with an empty journal: failures finished in the last "
+            f"{alert_journal.first_tick_lookback_hours:g} h are alerted, older ones are not (see the UI's Runs)"
+        )
     new = 0
     for record in finished_runs_since(context.instance, after, RUNS_PER_TICK):
         for alert in alerts_for_run(context.instance, record, alert_journal.run_link):

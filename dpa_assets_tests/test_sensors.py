@@ -286,3 +286,20 @@ def test_a_ui_materialization_is_named_by_its_assets_and_says_the_real_error(
     assert "__" not in alert.summary + alert.message
     assert "materialization of warehouse_facts" in alert.summary
     assert f"validated_freight for {partition_key} is not stored" in alert.details[0]
+
+
+def test_a_first_tick_on_an_old_instance_alerts_only_the_recent_failures(
+    sqlite_resources, partition_key, instance, tmp_path
+):
+    """First deploy of the sensor on an instance with a history: no burst of SMS for last year's failures."""
+    old = materialize(sqlite_resources, partition_key, instance)  # fails: no landing file
+    time.sleep(3.5)  # older than the 1 s look-back plus the sensor's 1 s overlap
+    recent = materialize(sqlite_resources, partition_key, instance)
+    assert not old.success and not recent.success
+    journal = AlertJournalResource(
+        journal_file=str(tmp_path / "fresh" / "journal.jsonl"), first_tick_lookback_hours=1 / 3600
+    )
+
+    tick(instance, journal)
+
+    assert [alert.run_id for alert in read_alerts(journal.path())] == [recent.run_id]
