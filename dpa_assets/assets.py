@@ -237,17 +237,14 @@ def validation_metadata(outcome: ValidationOutcome) -> dict[str, dg.MetadataValu
     """Counts the UI plots across partitions, plus the top rejection reasons as a table."""
     reasons = top_rejection_reasons(outcome.rejects) if outcome.rows_rejected else None
     return {
-        # A table renders inline in the UI's metadata panel (markdown is behind "[Show Markdown]").
-        "top_reasons": _reasons_table(reasons),
+        # A table renders inline in the UI's metadata panel (markdown is behind "[Show Markdown]");
+        # the alert sensor reads it too (alerts/watch.py).
+        "top_reasons": reasons_table(reasons),
         "rows_received": dg.MetadataValue.int(outcome.rows_received),
         "rows_valid": dg.MetadataValue.int(len(outcome.valid)),
         "rows_rejected": dg.MetadataValue.int(outcome.rows_rejected),
         "rejection_rate_percent": dg.MetadataValue.float(round(outcome.rejection_rate * 100, 2)),
         "rejection_rate": dg.MetadataValue.float(round(outcome.rejection_rate, 6)),
-        # The alert sensor reads this one (alerts/watch.py).
-        "top_rejection_reasons": dg.MetadataValue.md(
-            reasons.to_markdown(index=False) if reasons is not None else "No rejected rows."
-        ),
     }
 
 
@@ -260,7 +257,8 @@ REASON_COLUMNS = dg.TableSchema(
 )
 
 
-def _reasons_table(reasons: pd.DataFrame | None) -> dg.TableMetadataValue:
+def reasons_table(reasons: pd.DataFrame | None) -> dg.TableMetadataValue:
+    """The top rejection reasons as the table the UI shows inline (and the alert sensor reads)."""
     records = [] if reasons is None else reasons.to_dict("records")
     return dg.MetadataValue.table(
         records=[dg.TableRecord({"column": r["column"], "rule": r["rule"], "rows": int(r["rows"])}) for r in records],

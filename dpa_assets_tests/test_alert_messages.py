@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from dpa_assets.alerts.messages import SMS_LIMIT, is_gsm7, sms_text, to_gsm7
@@ -44,3 +45,17 @@ def test_sms_variables_are_bound_as_env_vars_and_the_key_stays_out_of_reprs(monk
         assert resources.sms.configured() and resources.sms.recipient_list() == ["+237670000001", "+237690000002"]
         assert resources.sms.base_url == "https://api.africastalking.com"
         assert "atsk_secret_value_123" not in repr(resources.sms)
+
+
+def test_top_reasons_read_from_the_table_and_from_an_older_markdown_record():
+    from dpa_assets.alerts.watch import top_reasons
+    from dpa_assets.assets import reasons_table
+
+    frame = pd.DataFrame({"column": ["customer", "wagon_id"], "rule": ["required", "uic_check_digit"], "rows": [4, 2]})
+    assert top_reasons({"top_reasons": reasons_table(frame)}) == [
+        "customer: required (4)",
+        "wagon_id: uic_check_digit (2)",
+    ]
+    older = {"top_rejection_reasons": frame.to_markdown(index=False)}
+    assert top_reasons(older, limit=1) == ["customer: required (4)"]
+    assert top_reasons({}) == []

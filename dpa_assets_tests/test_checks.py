@@ -83,7 +83,9 @@ def test_verdict_reads_as_percentages_with_the_threshold_and_top_reason():
 
 def test_metadata_has_top_reasons_table():
     result = checks.rejection_rate(outcome_with(10, 2), ValidationPolicyResource())
-    assert "| customer | required |" in result.metadata["top_rejection_reasons"].value.replace("  ", " ")
+    records = [record.data for record in result.metadata["top_reasons"].records]
+    assert {"column": "customer", "rule": "required", "rows": 2} in records
+    assert "top_rejection_reasons" not in result.metadata  # one table, not a second copy as markdown
 
 
 def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:

@@ -110,14 +110,18 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def top_reasons(markdown: str, limit: int = 3) -> list[str]:
-    """``column: rule (rows)`` for the first rows of the check's top-rejection-reasons table."""
-    rows = []
-    for line in markdown.splitlines()[2:]:
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) >= 3:
-            rows.append(f"{cells[0]}: {cells[1]} ({cells[2]})")
-    return rows[:limit]
+def top_reasons(values: dict, limit: int = 3) -> list[str]:
+    """``column: rule (rows)`` for the first rows of the check's ``top_reasons`` table.
+
+    Evaluations recorded before the table existed carry the same rows as a markdown table.
+    """
+    table = values.get("top_reasons")
+    if isinstance(table, dg.TableMetadataValue):
+        cells = [(r.data["column"], r.data["rule"], r.data["rows"]) for r in table.records]
+    else:
+        lines = str(values.get("top_rejection_reasons", "")).splitlines()[2:]
+        cells = [tuple(cell.strip() for cell in line.strip().strip("|").split("|"))[:3] for line in lines]
+    return [f"{column}: {rule} ({rows})" for column, rule, rows in (c for c in cells if len(c) == 3)][:limit]
 
 
 def _blocked_day_alert(
@@ -127,7 +131,7 @@ def _blocked_day_alert(
     day = evaluation.partition or run_day(run)
     rejected, received = int(values.get("rows_rejected", 0)), int(values.get("rows_received", 0))
     max_rate = float(values.get("max_rejection_rate", 0.0))
-    reasons = top_reasons(str(values.get("top_rejection_reasons", "")))
+    reasons = top_reasons(values)
     detail = blocked_detail(rejected, received, max_rate, ", ".join(reasons))
     rate = rejected / received if received else 0.0
     first = reasons[0].rsplit(" (", 1)[0] if reasons else "see dpa alerts"
