@@ -82,7 +82,15 @@ def quarantined_count(engine: Engine, partition_date: date, validation_run_id: s
 
 
 def duplicated_shipment_ids(engine: Engine, limit: int = 20) -> list[tuple[str, int]]:
-    """Shipment ids present more than once in the whole fact table, with their counts."""
+    """Shipment ids present more than once in the whole fact table, with their counts.
+
+    With a unique index enforcing the rule on every row (``unique_index_enforced``), the database
+    already refuses a second copy, so no rows are read: the whole-table GROUP BY it replaces grew
+    with every day loaded (0.36 s per call at 1.7 million rows on SQLite, after each backfilled day).
+    Without one (dropped, partial, on more columns, not yet valid) the whole table is grouped.
+    """
+    if unique_index_enforced(engine):
+        return []
     query = (
         sa.select(facts.c.shipment_id, sa.func.count().label("copies"))
         .group_by(facts.c.shipment_id)
@@ -92,6 +100,36 @@ def duplicated_shipment_ids(engine: Engine, limit: int = 20) -> list[tuple[str, 
     )
     with engine.connect() as connection:
         return [(row.shipment_id, row.copies) for row in connection.execute(query)]
+
+
+# A unique index the database enforces on every row of the fact table over shipment_id alone:
+# not partial, not on an expression, and (PostgreSQL) built, valid and live.
+_SQLITE_UNIQUE_ID_INDEX = sa.text(
+    """
+    SELECT count(*) FROM pragma_index_list(:table) AS listed
+    WHERE listed."unique" = 1 AND listed.partial = 0
+      AND (SELECT count(*) FROM pragma_index_info(listed.name)) = 1
+      AND (SELECT info.name FROM pragma_index_info(listed.name) AS info) = :column
+    """
+)
+_PG_UNIQUE_ID_INDEX = sa.text(
+    """
+    SELECT count(*) FROM pg_index AS ix
+    JOIN pg_attribute AS att ON att.attrelid = ix.indrelid AND att.attnum = ix.indkey[0]
+    WHERE ix.indrelid = to_regclass(:table)
+      AND ix.indisunique AND ix.indisvalid AND ix.indisready AND ix.indislive
+      AND ix.indpred IS NULL AND ix.indexprs IS NULL AND ix.indnatts = 1
+      AND att.attname = :column
+    """
+)
+
+
+def unique_index_enforced(engine: Engine) -> bool:
+    """Whether the database itself keeps every shipment id of the fact table unique (a catalog lookup)."""
+    query = _PG_UNIQUE_ID_INDEX if engine.dialect.name == "postgresql" else _SQLITE_UNIQUE_ID_INDEX
+    with engine.connect() as connection:
+        found = connection.execute(query, {"table": facts.name, "column": facts.c.shipment_id.name}).scalar_one()
+    return found > 0
 
 
 def first_loaded_at(engine: Engine, days: list[date]) -> dict[date, datetime]:
