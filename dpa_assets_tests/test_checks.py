@@ -150,6 +150,8 @@ def test_reconciliation_catches_disagreement_with_dagsters_record(sqlite_url):
 def test_duplicate_shipment_ids_are_reported(pg_url):
     warehouse = WarehouseResource(url=pg_url)
     commit_validated(warehouse.get_engine(), prepared_load(DAY, "run-1", seed=1))
+    before = checks.shipment_ids_unique_across_facts(warehouse)
+    assert before.passed and before.metadata["verified_by"].value == "the table's unique index on shipment_id"
     engine = sa.create_engine(pg_url)
     with engine.begin() as connection:  # an administrator removes the unique constraint by mistake
         connection.exec_driver_sql("ALTER TABLE warehouse_facts DROP CONSTRAINT warehouse_facts_shipment_id_key")
@@ -162,6 +164,7 @@ def test_duplicate_shipment_ids_are_reported(pg_url):
     result = checks.shipment_ids_unique_across_facts(warehouse)
     assert not result.passed
     assert result.metadata["duplicated_ids"].value == 2
+    assert result.metadata["verified_by"].value == "whole-table scan"
 
 
 @pytest.mark.parametrize(
