@@ -208,7 +208,7 @@ def validate_day(
         outcome.rejects,
         outcome.rows_received,
         BLOCKED if blocked else VALIDATED,
-        detail=_blocked_detail(outcome, validation_policy.max_rejection_rate) if blocked else None,
+        detail=blocked_day_detail(outcome, validation_policy.max_rejection_rate) if blocked else None,
     )
     metadata = validation_metadata(outcome)
     metadata["dagster/row_count"] = dg.MetadataValue.int(len(outcome.valid))  # the asset's, not its check's
@@ -227,7 +227,8 @@ def refuse_diverged_warehouse(instance: dg.DagsterInstance, warehouse: Warehouse
         raise dg.Failure(description=f"{error}{recorded}. Nothing was written.", allow_retries=False) from error
 
 
-def _blocked_detail(outcome: ValidationOutcome, max_rejection_rate: float) -> str:
+def blocked_day_detail(outcome: ValidationOutcome, max_rejection_rate: float) -> str:
+    """The ledger's words for a blocked day: the rate against the rule and the top reasons."""
     reasons = top_rejection_reasons(outcome.rejects, limit=5)
     top = ", ".join(f"{row.column}: {row.rule} ({row.rows})" for row in reasons.itertuples(index=False))
     return blocked_detail(outcome.rows_rejected, outcome.rows_received, max_rejection_rate, top)

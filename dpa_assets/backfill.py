@@ -30,6 +30,7 @@ from pydantic import Field
 from dpa_assets.alerts.watch import BACKFILL_DAYS_TAG as DAYS_TAG  # first..last, on the run: alerts name the range
 from dpa_assets.assets import (
     CODE_VERSIONS,
+    blocked_day_detail,
     raw_freight,
     receive_day,
     refuse_diverged_warehouse,
@@ -200,8 +201,8 @@ class DayLoader:
         raw, raw_metadata = receive_day(day, self.freight_source, self.payload_archive)
         self._store_and_record(raw_freight.key, day, raw, raw_metadata)
         outcome, verdict = self._validate(day, raw)
-        if not verdict.passed:
-            return DayOutcome(day, BLOCKED, str(verdict.metadata["verdict"].value))
+        if not verdict.passed:  # in the ledger's words, as `dpa materialize` says it
+            return DayOutcome(day, BLOCKED, blocked_day_detail(outcome, self.validation_policy.max_rejection_rate))
         self._commit_and_reconcile(day, outcome)
         return DayOutcome(day, LOADED)
 

@@ -45,13 +45,15 @@ def _assert_one_clear_line(result: subprocess.CompletedProcess, *expected: str) 
     ],
     ids=["unknown deployment", "unknown source", "bad start date", "production unset", "api unset"],
 )
-def test_bad_configuration_is_one_line(tmp_path, env, expected):
-    _assert_one_clear_line(_dpa(tmp_path / "home", "materialize", "--date", DAY, **env), *expected)
+@pytest.mark.parametrize("load", [("materialize", "--date", DAY), ("backfill", "--from", DAY, "--to", DAY)])
+def test_bad_configuration_is_one_line(tmp_path, env, expected, load):
+    _assert_one_clear_line(_dpa(tmp_path / "home", *load, **env), *expected)
 
 
 @pytest.mark.parametrize("day", ["2030-01-01", "2025-12-31"], ids=["future", "before the start"])
 def test_a_day_outside_the_partition_set_is_one_line(tmp_path, day):
     _assert_one_clear_line(_dpa(tmp_path / "home", "materialize", "--date", day), day, "first day")
+    _assert_one_clear_line(_dpa(tmp_path / "home", "backfill", "--from", day, "--to", day), day, "first day")
 
 
 def test_a_missing_landing_file_says_failed_and_why_without_stack_traces(tmp_path):
@@ -67,11 +69,12 @@ def test_a_missing_landing_file_says_failed_and_why_without_stack_traces(tmp_pat
     assert "failed" in summary[-1]
 
 
-def test_a_blocked_day_says_blocked_and_why(tmp_path):
+@pytest.mark.parametrize("load", [("materialize", "--date", DAY), ("backfill", "--from", DAY, "--to", DAY)])
+def test_a_blocked_day_says_blocked_and_why(tmp_path, load):
     home = tmp_path / "home"
     write_landing_file(home / "landing", generate_day(date.fromisoformat(DAY), rows=100, seed=3, bad_fraction=0.5))
 
-    result = _dpa(home, "materialize", "--date", DAY)
+    result = _dpa(home, *load)
 
     assert result.returncode == 1
     output = result.stdout + result.stderr
@@ -87,7 +90,7 @@ def test_a_dropped_protected_table_is_one_line(tmp_path):
     with sqlite3.connect(home / "warehouse.sqlite") as outside:
         outside.execute("DROP TABLE freight_rejects")
 
-    for command in (("materialize", "--date", DAY), ("setup-warehouse",)):
+    for command in (("materialize", "--date", DAY), ("backfill", "--from", DAY, "--to", DAY), ("setup-warehouse",)):
         result = _dpa(home, *command)
         assert result.returncode != 0
         output = result.stdout + result.stderr
