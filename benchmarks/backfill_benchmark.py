@@ -98,51 +98,57 @@ def main() -> int:
     return 0
 
 
-def measure(args: argparse.Namespace, work: Path, landing: Path, days: list[date]) -> dict[str, list[float]]:
-    timings: dict[str, list[float]] = {
-        "one run per day (dpa materialize --from/--to)": [],
-        "one run for the range (dpa backfill --from/--to)": [],
-        "the work alone": [],
-    }
+PER_DAY, SINGLE, ALONE = (
+    "one run per day (dpa materialize --from/--to)",
+    "one run for the range (dpa backfill --from/--to)",
+    "the work alone",
+)
+
+
+def measure(
+    args: argparse.Namespace, work: Path, landing: Path, days: list[date]
+) -> dict[str, list[tuple[float, float]]]:
+    """(wall seconds, peak RSS MiB) of each contender, per repetition."""
+    timings: dict[str, list[tuple[float, float]]] = {PER_DAY: [], SINGLE: [], ALONE: []}
     first, last = days[0].isoformat(), days[-1].isoformat()
     for repeat in range(args.repeats):
-        if not args.skip_runs_per_day:
+        commands = {
+            PER_DAY: [DPA, "materialize", "--from", first, "--to", last],
+            SINGLE: [DPA, "backfill", "--from", first, "--to", last],
+        }
+        if args.skip_runs_per_day:
+            del commands[PER_DAY]
+        for name, command in commands.items():
             home = Path(tempfile.mkdtemp(dir=work))
             env = bench_env(dpa_env(home, landing, f"sqlite:///{home / 'warehouse.sqlite'}"))
-            seconds, _, _ = isolated([DPA, "materialize", "--from", first, "--to", last], env)
-            timings["one run per day (dpa materialize --from/--to)"].append(seconds)
-            print(f"  [{repeat + 1}/{args.repeats}] one run per day: {seconds:.1f} s", flush=True)
-
-        single = Path(tempfile.mkdtemp(dir=work))
-        env = bench_env(dpa_env(single, landing, f"sqlite:///{single / 'warehouse.sqlite'}"))
-        seconds, _, _ = isolated([DPA, "backfill", "--from", first, "--to", last], env)
-        timings["one run for the range (dpa backfill --from/--to)"].append(seconds)
-        print(f"  [{repeat + 1}/{args.repeats}] one run for the range: {seconds:.1f} s", flush=True)
-
+            seconds, rss, _ = isolated(command, env)
+            timings[name].append((seconds, rss))
+            print(f"  [{repeat + 1}/{args.repeats}] {name}: {seconds:.1f} s, {rss:.0f} MiB", flush=True)
         alone = Path(tempfile.mkdtemp(dir=work))
-        env = bench_env(dpa_env(alone, landing, ""))
         url = f"sqlite:///{alone / 'warehouse.sqlite'}"
-        seconds, _, _ = isolated([PYTHON, "-c", _WORK_ALONE, str(landing), url, first, str(len(days))], env)
-        timings["the work alone"].append(seconds)
-        print(f"  [{repeat + 1}/{args.repeats}] the work alone: {seconds:.1f} s", flush=True)
+        command = [PYTHON, "-c", _WORK_ALONE, str(landing), url, first, str(len(days))]
+        seconds, rss, _ = isolated(command, bench_env(dpa_env(alone, landing, "")))
+        timings[ALONE].append((seconds, rss))
+        print(f"  [{repeat + 1}/{args.repeats}] {ALONE}: {seconds:.1f} s, {rss:.0f} MiB", flush=True)
     return timings
 
 
-def render(timings: dict[str, list[float]], args: argparse.Namespace) -> str:
+def render(timings: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> str:
     lines = [
         f"| {args.days} days of {args.rows:,} rows, SQLite | wall s, median (min-max) | s per day "
-        f"| {TARGET_DAYS} days, extrapolated s | target {TARGET_SECONDS:.0f} s |",
-        "| --- | --- | --- | --- | --- |",
+        f"| {TARGET_DAYS} days, extrapolated s | target {TARGET_SECONDS:.0f} s | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name, seconds in timings.items():
-        if not seconds:
+    for name, measured in timings.items():
+        if not measured:
             continue
+        seconds = [wall for wall, _ in measured]
         median = statistics.median(seconds)
         per_day = median / args.days
         whole = per_day * TARGET_DAYS
         lines.append(
             f"| {name} | {median:.1f} ({min(seconds):.1f}-{max(seconds):.1f}) | {per_day:.2f} "
-            f"| {whole:.0f} | {'met' if whole < TARGET_SECONDS else 'missed'} |"
+            f"| {whole:.0f} | {'met' if whole < TARGET_SECONDS else 'missed'} | {max(r for _, r in measured):,.0f} |"
         )
     return "\n".join(lines)
 
