@@ -240,3 +240,19 @@ def test_range_launched_from_the_launchpad_runs_in_the_daemon_and_records_each_d
         assert _check_results(instance, "rejection_rate")[BLOCKED] == "FAILED"
     url = f"sqlite:///{home / 'warehouse.sqlite'}"
     assert scalar(url, "SELECT count(DISTINCT partition_date) FROM warehouse_facts") == len(good)
+
+
+def test_doctor_reads_a_day_of_a_range_backfill_as_loaded_by_it(
+    instance: dg.DagsterInstance, landing_dir: Path, sqlite_url: str, tmp_path: Path
+):
+    from dpa_assets.recovery.doctor import day_findings
+    from dpa_assets.resources import WarehouseResource
+
+    _write_range(landing_dir)
+    _run_range(instance, make_resources(landing_dir, sqlite_url, tmp_path), DAYS[0], DAYS[2])  # the 2nd is missing
+    warehouse = WarehouseResource(url=sqlite_url)
+
+    problems, notes = day_findings(instance, warehouse.get_engine(), warehouse.display_url(), [date(2026, 3, 2)])
+
+    assert problems == []
+    assert notes == ["2026-03-02: dagster range backfill FAILURE, materialized yes; ledger loaded"]

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from dpa_assets.alerts.delivery import delivery_state
 from dpa_assets.alerts.journal import read_journal
-from dpa_assets.recovery.catchup import HELD, OK, read_day_states
+from dpa_assets.recovery.catchup import BACKFILL_JOB, HELD, OK, read_day_states
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.recovery.zombies import PARTITION_TAG, detect_zombies
 from dpa_assets.settings import AUDIT_TABLE
@@ -68,9 +68,17 @@ def zombie_findings(instance: dg.DagsterInstance, policy: RecoveryPolicyResource
     return problems, []
 
 
-def _latest_run_status(instance: dg.DagsterInstance, day: date) -> str:
+def _latest_run_status(instance: dg.DagsterInstance, day: date, load: RecordedLoad | None) -> str:
+    """The status of the day's latest one-day run, or of the range backfill that loaded it if later."""
     records = instance.get_run_records(filters=dg.RunsFilter(tags={PARTITION_TAG: day.isoformat()}), limit=1)
-    return records[0].dagster_run.status.value if records else "no run"
+    latest = records[0] if records else None
+    if load is not None and (latest is None or latest.dagster_run.run_id != load.run_id):
+        loader = instance.get_run_record_by_id(load.run_id)
+        if loader is not None and loader.dagster_run.job_name == BACKFILL_JOB:
+            if latest is None or loader.create_timestamp > latest.create_timestamp:
+                # A range run fails when any of its days fails; this day's own outcome is the ledger's.
+                return f"range backfill {loader.dagster_run.status.value}"
+    return latest.dagster_run.status.value if latest else "no run"
 
 
 def day_findings(instance: dg.DagsterInstance, engine: Engine, warehouse: str, days: list[date]) -> Findings:
@@ -85,8 +93,8 @@ def day_findings(instance: dg.DagsterInstance, engine: Engine, warehouse: str, d
     recorded: dict[date, RecordedLoad] = recorded_loads(instance, warehouse)
     problems, notes = [], []
     for state in read_day_states(engine, days):
-        run_status = _latest_run_status(instance, state.day)
         load = recorded.get(state.day)
+        run_status = _latest_run_status(instance, state.day, load)
         current = latest_loaded_audit(engine, state.day)
         holder = current["run_id"] if current else None
         line = f"{state.day}: dagster {run_status}, materialized {'yes' if load else 'no'}; ledger {state.state}"
