@@ -47,6 +47,7 @@ from dpa_assets.sources.generator import generate_day, write_landing_file  # noq
 
 DAY = date(2026, 3, 10)
 NOTES_MARKER = "<!-- notes: kept across runs -->"
+PROFILE_HEADING = "### Why the targets are still missed, by the profile"
 PYTHON = sys.executable
 DPA = str(Path(sys.executable).with_name("dpa"))
 
@@ -182,7 +183,17 @@ def main() -> int:
     notes = out.read_text(encoding="utf-8").partition(NOTES_MARKER)[2] if out.exists() else ""
     out.write_text(report(table, args) + "\n" + NOTES_MARKER + (notes or "\n"), encoding="utf-8")
     print(f"written: {args.out}")
+    if "| MISSED |" in table:
+        print(missed_targets_profile(notes))
     return 0
+
+
+def missed_targets_profile(notes: str) -> str:
+    """The profile and the reasons written below the table (BENCHMARKS.md), printed with the verdicts."""
+    _, heading, rest = notes.partition(PROFILE_HEADING)
+    if not heading:
+        return f"(no profile written yet: add a '{PROFILE_HEADING}' section to BENCHMARKS.md)"
+    return heading + rest.split("\n#", 1)[0].rstrip()
 
 
 def measure(
