@@ -14,8 +14,8 @@ from dpa_assets.assets import validated_freight, validation_metadata, warehouse_
 from dpa_assets.freshness import expected_day, judge_freshness
 from dpa_assets.partitions import LOCAL_TZ, daily_partitions
 from dpa_assets.resources import ValidationPolicyResource, WarehouseResource
-from dpa_assets.transforms import ValidationOutcome, facts_checksum, top_rejection_reasons
-from dpa_assets.warehouse.ledger import read_facts
+from dpa_assets.transforms import ValidationOutcome, top_rejection_reasons
+from dpa_assets.warehouse.ledger import read_back_checksum
 from dpa_assets.warehouse.reports import (
     duplicated_shipment_ids,
     first_loaded_at,
@@ -118,8 +118,7 @@ def reconcile_partition(engine: Engine, day: date, recorded: dict) -> dg.AssetCh
         stored_rows, checksum = stored_digest(engine, day)
         expected, method = audit["warehouse_digest"], "database digest"
     else:  # SQLite, or a day loaded before the digest existed: read the day back and re-hash it
-        stored = read_facts(engine, [day])
-        stored_rows, checksum = len(stored), facts_checksum(stored)
+        stored_rows, checksum = read_back_checksum(engine, day)
         expected, method = audit["content_checksum"], "read back"
     quarantined = quarantined_count(engine, day, audit["validation_run_id"])
     problems = [

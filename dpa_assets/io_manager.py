@@ -11,6 +11,7 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
+from dpa_assets.intermediate_io_manager import release_stored_output
 from dpa_assets.partitions import require_known_partition
 from dpa_assets.resources import WarehouseResource
 from dpa_assets.warehouse.ledger import (
@@ -62,6 +63,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(
             commit_metadata(audit_row, self.warehouse.display_url(), time.monotonic() - started)
         )
+        release_stored_output(context, obj)
 
     def _refuse_unless_one_known_day(self, context: dg.OutputContext, obj: PartitionLoad) -> None:
         """The guards before a commit; each refusal is audited against the day it concerns."""

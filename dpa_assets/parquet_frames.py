@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dpa_assets.text_vectors import shared_texts
+
 METADATA_KEY = b"dpa.frame"
 FORMAT_VERSION = 1
 _UTF8, _SURROGATE_TEXT = "utf-8", "utf-8-surrogatepass"
@@ -194,6 +196,8 @@ def _text_array(text: np.ndarray) -> tuple[pa.Array, str]:
 
 
 def _text_values(column: pa.ChunkedArray, text: str) -> np.ndarray:
+    if text == _UTF8:
+        return shared_texts(column)  # a repeated text is one Python object, not one per row
     values = column.to_numpy(zero_copy_only=False)
     if text == _SURROGATE_TEXT:
         return np.array([None if value is None else value.decode("utf-8", "surrogatepass") for value in values], object)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -606,18 +606,51 @@ def facts_checksum(facts: pd.DataFrame) -> str:
         Hex digest; the same rows give the same digest.
     """
     digest = hashlib.sha256()
-    ordered = _in_shipment_order(facts).loc[:, list(FACT_COLUMNS)]
-    for start in range(0, len(ordered), CHECKSUM_SLICE_ROWS):
-        part = ordered.iloc[start : start + CHECKSUM_SLICE_ROWS]
-        try:
-            digest.update(_canonical_block(part, trust_text=True))
-        except TypeError:  # a text column holds something else (a missing value, a number): value by value
-            digest.update(_canonical_block(part, trust_text=False))
+    _hash_ordered(digest.update, _in_shipment_order(facts))
     return digest.hexdigest()
 
 
+def facts_checksum_of_slices(slices: Iterable[pd.DataFrame]) -> tuple[int, str] | None:
+    """``facts_checksum`` of the rows of consecutive slices, holding one slice at a time.
+
+    The rows must come in shipment id order, slice after slice (as the database sorts them); the
+    digest is then the very one ``facts_checksum`` gives for all the rows at once.
+
+    Args:
+        slices: the facts, a slice at a time.
+
+    Returns:
+        (rows hashed, hex digest), or None as soon as a row comes out of order: the caller hashes
+        the whole day instead.
+    """
+    digest, rows, last = hashlib.sha256(), 0, None
+    for part in slices:
+        if not len(part):
+            continue
+        ids = part["shipment_id"]
+        try:
+            if not ids.is_monotonic_increasing or (last is not None and ids.iloc[0] < last):
+                return None
+        except TypeError:  # an id that is not text: the order cannot be trusted
+            return None
+        last = ids.iloc[-1]
+        _hash_ordered(digest.update, part)
+        rows += len(part)
+    return rows, digest.hexdigest()
+
+
+def _hash_ordered(update: Callable[[bytes], None], ordered: pd.DataFrame) -> None:
+    """Feed the canonical rows of ``ordered`` (already in shipment id order) to ``update``, a slice at a time."""
+    for start in range(0, len(ordered), CHECKSUM_SLICE_ROWS):
+        part = ordered.iloc[start : start + CHECKSUM_SLICE_ROWS]  # rows first: no copy of the whole day
+        try:
+            update(_canonical_block(part, trust_text=True))
+        except TypeError:  # a text column holds something else (a missing value, a number): value by value
+            update(_canonical_block(part, trust_text=False))
+
+
 def _canonical_block(part: pd.DataFrame, trust_text: bool) -> bytes:
-    texts = [_canonical_texts(part[column], trust_text) for column in part.columns]
+    texts = [_canonical_texts(part[column], trust_text) for column in FACT_COLUMNS]
     rows = map("\x1f".join, zip(*texts, strict=True))
     return ("\x1e".join(rows) + "\x1e").encode("utf-8")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import date
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 
 from dpa_assets import assets, checks
 from dpa_assets.sources.generator import GeneratedDay, generate_day, write_landing_file
+from dpa_assets.transforms import ValidationOutcome
+from dpa_assets.warehouse.ledger import PartitionLoad
 from dpa_assets_tests.conftest import make_resources
 from dpa_assets_tests.support.warehouse import rows, scalar, snapshot
 
@@ -54,6 +57,27 @@ def test_materialize_loads_valid_rows_and_audits(
     materialization = result.asset_materializations_for_node("warehouse_facts")[0]
     assert materialization.metadata["row_count"].value == loaded
     assert materialization.metadata["content_checksum"].value == audit[0]["content_checksum"]
+
+
+def _day_values_in_memory() -> list[object]:
+    gc.collect()
+    return [
+        value
+        for value in gc.get_objects()
+        if isinstance(value, (ValidationOutcome, PartitionLoad))
+        or (isinstance(value, pd.DataFrame) and "shipment_id" in value.columns)
+    ]
+
+
+def test_a_finished_run_holds_none_of_the_days_values(resources, partition_key, generated_day, instance):
+    """``dpa materialize`` runs days with execute_in_process, which keeps every output for
+    ``output_for_node``: each stored day (raw, validated, facts) would stay in memory for the whole run."""
+    assert _day_values_in_memory() == []
+
+    result = materialize(resources, partition_key, instance)
+
+    assert result.success
+    assert _day_values_in_memory() == []
 
 
 def test_rematerializing_a_partition_leaves_no_duplicates(

@@ -345,3 +345,19 @@ def test_retention_days_is_a_setting(instance):
         storage.load("raw_freight", "2026-11-18")
     with pytest.raises(ValueError):
         IntermediateIOManager(retention_days=0)
+
+
+def _text_objects(frame: pd.DataFrame, column: str) -> int:
+    return len({id(value) for value in frame[column].to_numpy(dtype=object)})
+
+
+def test_a_stored_day_shares_one_text_object_per_repeated_value(storage, generated_day, landing_dir):
+    """A day repeats stations, commodities and customers: held once each, not once per row."""
+    raw = parse_csv(ReceivedPayload("landing.csv", (landing_dir / landing_file_name(DAY)).read_bytes())).frame
+    storage.store("raw_freight", raw)
+    loaded = storage.load("raw_freight")
+
+    for frame in (raw, loaded):
+        for column in ("origin_station", "commodity", "customer"):
+            assert _text_objects(frame, column) == frame[column].nunique() < len(frame) / 4
+    assert_identical(raw, loaded)

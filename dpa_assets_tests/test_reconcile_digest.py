@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import tracemalloc
 from datetime import date
 
 import pytest
 import sqlalchemy as sa
 
 from dpa_assets import checks
+from dpa_assets.transforms import facts_checksum
+from dpa_assets.warehouse import ledger
 from dpa_assets.warehouse.engine import create_warehouse_engine
+from dpa_assets.warehouse.ledger import read_facts
 from dpa_assets.warehouse.protection import ProtectionIncomplete, ensure_schema
 from dpa_assets.warehouse.reports import stored_digest
 from dpa_assets_tests.support.loads import commit_validated, prepared_load
@@ -213,4 +217,59 @@ def test_sqlite_reads_the_day_back_and_an_old_warehouse_gets_the_column(sqlite_u
     assert rows(sqlite_url, "SELECT warehouse_digest FROM load_audit WHERE status = 'loaded'") == [
         {"warehouse_digest": None}
     ]
+    engine.dispose()
+
+
+def _traced_peak(function) -> tuple[object, int]:
+    """What ``function()`` returns, and the most memory Python held for it at once (bytes)."""
+    tracemalloc.start()
+    try:
+        value = function()
+        return value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_sqlite_read_back_hashes_the_day_a_slice_at_a_time(sqlite_url, monkeypatch):
+    """The read-back holds one slice of the day, never the whole day, and gives the same checksum."""
+    engine = create_warehouse_engine(sqlite_url)
+    ensure_schema(engine)
+    audit = commit_validated(engine, prepared_load(DAY, "run-1", rows=12_000, seed=1))
+    recorded = {"content_checksum": audit["content_checksum"], "row_count": audit["rows_loaded"]}
+    stored, whole_day = _traced_peak(lambda: read_facts(engine, [date.fromisoformat(DAY)]))
+    assert facts_checksum(stored) == audit["content_checksum"]
+    del stored
+
+    monkeypatch.setattr(ledger, "READ_BACK_ROWS", 1_000)
+    result, read_back = _traced_peak(lambda: _reconcile(engine, recorded))
+
+    assert result.passed, _problems(result)
+    assert result.metadata["warehouse_checksum"].value == audit["content_checksum"]
+    assert result.metadata["rows_in_warehouse"].value == audit["rows_loaded"]
+    assert read_back < whole_day / 3
+    engine.dispose()
+
+
+def test_sqlite_read_back_still_catches_a_changed_value_in_a_later_slice(sqlite_url, monkeypatch):
+    engine, recorded = _load(sqlite_url)
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as outside:  # someone behind the trigger
+        outside.execute("DROP TRIGGER warehouse_facts_refuse_update")
+        outside.execute(
+            "UPDATE warehouse_facts SET customer = customer || 'X' "
+            "WHERE shipment_id = (SELECT max(shipment_id) FROM warehouse_facts)"
+        )
+    monkeypatch.setattr(ledger, "READ_BACK_ROWS", 7)
+    result = _reconcile(engine, recorded)
+    assert not result.passed and CHECKSUM_PROBLEM in _problems(result)
+    engine.dispose()
+
+
+def test_read_back_out_of_the_databases_order_falls_back_to_the_whole_day(sqlite_url, monkeypatch):
+    """Slices are hashed as they come only while they come in the checksum's order (code point order)."""
+    engine, recorded = _load(sqlite_url)
+    monkeypatch.setattr(ledger, "READ_BACK_ROWS", 7)
+    monkeypatch.setattr(ledger, "_read_back_order", lambda column: column.desc())
+    result = _reconcile(engine, recorded)
+    assert result.passed, _problems(result)
+    assert result.metadata["warehouse_checksum"].value == recorded["content_checksum"]
     engine.dispose()

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from dpa_assets.freight_model import RAW_COLUMNS
+from dpa_assets.text_vectors import shared_texts
 
 SOURCE_LINE = "source_line"  # 1-based line in the received file, kept so rejects point back to it
 _CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(14, 32)) + b"\x7f"
@@ -232,7 +233,7 @@ def _parse_plain_lines(origin: str, text: str, encoding: str, content: bytes) ->
     if pc.any(pc.match_substring(table.column(RAW_COLUMNS.index("shipment_id")), "shipment_id")).as_py():
         return None
     frame = pd.DataFrame(
-        {column: table.column(index).to_numpy(zero_copy_only=False) for index, column in enumerate(RAW_COLUMNS)},
+        {column: shared_texts(table.column(index)) for index, column in enumerate(RAW_COLUMNS)},
         dtype=object,
     )
     frame.insert(0, SOURCE_LINE, records + 1)

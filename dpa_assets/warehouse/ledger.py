@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from dpa_assets.column_bounds import FACT_BOUNDS, texts_fit
-from dpa_assets.transforms import facts_checksum
+from dpa_assets.transforms import facts_checksum, facts_checksum_of_slices
 from dpa_assets.warehouse.engine import WRITE_OPTION
 from dpa_assets.warehouse.pg_copy import copy_frame
 from dpa_assets.warehouse.protection import FACTS_DIGEST_FUNCTION, pg_break_glass, remove_partition, remove_rejects
@@ -563,28 +563,67 @@ def record_validation(
         )
 
 
-def read_facts(engine: Engine, partition_dates: list[date]) -> pd.DataFrame:
-    """The facts of some partitions, timestamps as UTC-aware, ordered by shipment id."""
-    stamp_columns = ("departure_time", "arrival_time")
+_STAMP_COLUMNS = ("departure_time", "arrival_time")
+READ_BACK_ROWS = 50_000  # rows of a day held at once while the reconcile check re-hashes it
+
+
+def _read_back_order(column: sa.Column) -> sa.ColumnElement:
+    return column  # ascending: the order facts_checksum hashes in (SQLite compares text by code point)
+
+
+def _facts_query(engine: Engine, partition_dates: list[date]) -> sa.Select:
     selected = [
         # SQLite keeps times as text: parsing a whole column at once beats one Python datetime per value.
         sa.type_coerce(column, sa.String).label(column.name)
-        if column.name in stamp_columns and engine.dialect.name == "sqlite"
+        if column.name in _STAMP_COLUMNS and engine.dialect.name == "sqlite"
         else column
         for column in facts.columns
     ]
-    query = sa.select(*selected).where(facts.c.partition_date.in_(partition_dates)).order_by(facts.c.shipment_id)
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
+    return sa.select(*selected).where(facts.c.partition_date.in_(partition_dates))
+
+
+def _facts_frame(rows: list[sa.Row]) -> pd.DataFrame:
     names = [column.name for column in facts.columns]
     # Column by column: building a frame from Row objects probes each row's attributes (seconds per million).
     by_column = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     frame = pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in zip(names, by_column, strict=True)})
     frame = frame.infer_objects()
-    for column in stamp_columns:
+    for column in _STAMP_COLUMNS:
         stamps = pd.to_datetime(frame[column], format="ISO8601")
         frame[column] = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
     return frame
+
+
+def read_facts(engine: Engine, partition_dates: list[date]) -> pd.DataFrame:
+    """The facts of some partitions, timestamps as UTC-aware, ordered by shipment id."""
+    with engine.connect() as connection:
+        rows = connection.execute(_facts_query(engine, partition_dates).order_by(facts.c.shipment_id)).all()
+    return _facts_frame(rows)
+
+
+def read_back_checksum(engine: Engine, day: date) -> tuple[int, str]:
+    """The stored day's row count and ``facts_checksum``, read back ``READ_BACK_ROWS`` rows at a time.
+
+    A whole day read at once held every value as a Python object (about 1 GiB per million rows).
+    Slices are hashed as they arrive while they arrive in shipment id order; should the database
+    sort otherwise (a collation), the day is read whole and sorted here: the digest never changes.
+
+    Args:
+        engine: the warehouse engine.
+        day: the partition.
+
+    Returns:
+        (fact rows stored for the day, their checksum).
+    """
+    query = _facts_query(engine, [day]).order_by(_read_back_order(facts.c.shipment_id))
+    with engine.connect() as connection:
+        result = connection.execution_options(yield_per=READ_BACK_ROWS).execute(query)
+        hashed = facts_checksum_of_slices(_facts_frame(rows) for rows in result.partitions())
+        result.close()
+    if hashed is not None:
+        return hashed
+    stored = read_facts(engine, [day])
+    return len(stored), facts_checksum(stored)
 
 
 def break_glass_remove_partition(engine: Engine, partition_date: date, actor: str, reason: str) -> dict[str, int]:
