@@ -256,3 +256,11 @@ def test_doctor_reads_a_day_of_a_range_backfill_as_loaded_by_it(
 
     assert problems == []
     assert notes == ["2026-03-02: dagster range backfill FAILURE, materialized yes; ledger loaded"]
+
+
+def test_a_long_range_of_one_run_per_day_mentions_dpa_backfill():
+    from dpa_assets.cli import backfill_hint, days_between
+
+    assert backfill_hint(days_between(date(2026, 3, 1), date(2026, 3, 7))) is None
+    hint = backfill_hint(days_between(date(2026, 3, 1), date(2026, 3, 31)))
+    assert hint is not None and "dpa backfill --from 2026-03-01 --to 2026-03-31" in hint
