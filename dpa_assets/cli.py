@@ -575,10 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flushed(code: int) -> int:
+    sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        return _flushed(args.handler(args))
+    except BrokenPipeError:
+        # The reader went away (`dpa doctor | head`): nothing more to say to it, and no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OperatorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -97,3 +97,21 @@ def test_a_dropped_protected_table_is_one_line(tmp_path):
         for marker in STACK_MARKERS:
             assert marker not in output, output
         assert "freight_rejects" in output
+
+
+def test_output_cut_short_by_the_reader_is_not_a_traceback(tmp_path):
+    """`dpa doctor | head -1`: the reader closes the pipe early; dpa stops quietly."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("DPA_")}
+    clean["DAGSTER_HOME"] = str(tmp_path / "home")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is already gone: every write of dpa meets a broken pipe
+    dpa = str(Path(sys.executable).with_name("dpa"))
+    try:
+        result = subprocess.run(
+            [dpa, "list-partitions", "--last", "3"], env=clean, stdout=write_end, stderr=subprocess.PIPE, timeout=300
+        )
+    finally:
+        os.close(write_end)
+    errors = result.stderr.decode()
+    for marker in (*STACK_MARKERS, "BrokenPipeError"):
+        assert marker not in errors, errors
