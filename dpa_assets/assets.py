@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from dpa_assets.deployments import warehouse_kind
 from dpa_assets.partitions import daily_partitions, require_known_partition
+from dpa_assets.process_memory import release_free_heap, return_freed_memory
 from dpa_assets.recovery.heartbeat import beating
 from dpa_assets.resources import (
     FreightSource,
@@ -110,6 +111,7 @@ def receive_day(
     Raises:
         dg.Failure: saying why nothing was written (refused, unavailable, unreadable, archive broken).
     """
+    return_freed_memory()  # a day's arrays come and go: their memory must not stay with the process
     day_archive = payload_archive.for_day(key)
     try:
         payload = freight_source.fetch_day(key, day_archive)  # archives each raw response as it arrives
@@ -148,6 +150,7 @@ def receive_day(
         "rows_received": dg.MetadataValue.int(len(parsed.frame)),
         "dagster/row_count": dg.MetadataValue.int(len(parsed.frame)),
     }
+    release_free_heap()  # the payload's bytes, text and Arrow table are gone; the frame stays
     return parsed.frame, metadata
 
 
@@ -194,6 +197,7 @@ def validate_day(
     Returns:
         The outcome, whether the day is blocked, and the metadata the UI shows for it.
     """
+    return_freed_memory()
     day = date.fromisoformat(key)
     engine = warehouse.get_engine()
     loaded_elsewhere = shipment_ids_loaded_elsewhere(engine, raw["shipment_id"].str.strip().tolist(), day)
@@ -305,6 +309,7 @@ def shape_day(
     Returns:
         What the commit writes, and the metadata the UI shows for it.
     """
+    return_freed_memory()
     validation_run_id = outcome.validation_run_id or run_id
     try:
         facts = to_facts(outcome.valid, key)

@@ -27,6 +27,7 @@ from pydantic import Field
 from upath import UPath
 
 from dpa_assets.parquet_frames import read_frame, write_frame
+from dpa_assets.process_memory import release_free_heap, return_freed_memory
 from dpa_assets.transforms import ValidationOutcome
 
 DEFAULT_RETENTION_DAYS = 7
@@ -94,8 +95,10 @@ class ParquetIntermediates(dg.UPathIOManager):
         self._retention_seconds = retention_days * 86_400
 
     def dump_to_path(self, context: dg.OutputContext, obj: object, path: UPath) -> None:
+        return_freed_memory()  # a step of its own process (multiprocess executor) stores and loads days too
         self._store(Path(path), obj, expire_others=context.has_asset_partitions)
         release_stored_output(context, obj)
+        release_free_heap()  # the Arrow table written and the value no longer held
 
     def store_day(self, asset_key: dg.AssetKey, partition_key: str, value: object) -> Path:
         """Store one day of an asset where its output would go, for a run that records days itself
@@ -130,12 +133,17 @@ class ParquetIntermediates(dg.UPathIOManager):
             _remove_expired(target.parent, keep=target, older_than=time.time() - self._retention_seconds)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> object:
+        return_freed_memory()
         folder = Path(path)
         if not (folder / _DESCRIPTION).is_file():
             if folder.with_suffix("").is_file():
                 raise StoredByOlderVersion(folder.with_suffix("").name)
             raise FileNotFoundError(folder)
-        return _read_value(folder)
+        release_free_heap()  # what the previous step left, before the day is read in
+        try:
+            return _read_value(folder)
+        finally:
+            release_free_heap()  # the Arrow table the frames were built from
 
     def load_input(self, context: dg.InputContext) -> object:
         try:

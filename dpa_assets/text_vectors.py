@@ -6,6 +6,7 @@ viewed as numbers, the same rules are a few array operations. No Dagster and no 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,14 @@ class JoinedTexts:
     def without_empty(self, positions: np.ndarray) -> JoinedTexts:
         """The texts at ``positions`` only, where every text left out is empty (so no code point is left out)."""
         return JoinedTexts(self.codes, self.starts[positions], self.lengths[positions])
+
+    def in_slices(self, texts: int) -> Iterator[JoinedTexts]:
+        """The texts ``texts`` at a time, in order (views of the code points, no copy)."""
+        for first in range(0, len(self.lengths), texts):
+            starts, lengths = self.starts[first : first + texts], self.lengths[first : first + texts]
+            begin = int(starts[0])
+            end = int(starts[-1] + lengths[-1])
+            yield JoinedTexts(self.codes[begin:end], starts - begin, lengths)
 
     def from_end(self, k: int) -> np.ndarray:
         """The k-th code point from the end of each text (1 = last), or 0 for a text shorter than k."""

@@ -175,6 +175,18 @@ def _plain_numerals(joined: JoinedTexts, fraction: bool) -> tuple[np.ndarray, np
     if not len(joined.lengths):
         empty = np.zeros(0, dtype=np.int64)
         return empty.astype(bool), empty, empty
+    # A slice at a time: the work takes several int64 arrays per code point (80 MiB at 300,000 rows at once).
+    parts = [_plain_numerals_of(part, fraction) for part in joined.in_slices(NUMERAL_SLICE_TEXTS)]
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+
+NUMERAL_SLICE_TEXTS = 65_536
+
+
+def _plain_numerals_of(joined: JoinedTexts, fraction: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not joined.codes.size:  # empty texts only: none is a numeral
+        nothing = np.zeros(len(joined.lengths), dtype=np.int64)
+        return nothing.astype(bool), nothing, nothing
     digit, point = ascii_digits(joined.codes), joined.codes == ord(".")
     digits, points = joined.per_text_sum(digit), joined.per_text_sum(point)
     plain = (joined.lengths <= 15) & (digits >= 1) & (digits + points == joined.lengths) & (points <= int(fraction))

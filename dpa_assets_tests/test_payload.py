@@ -21,11 +21,13 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import dpa_assets.sources.payload as payload_module
 from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.resources import LandingDirSource
 from dpa_assets.sources.generator import GeneratedDay, generate_day, landing_file_name, write_landing_file
@@ -573,3 +575,11 @@ def test_a_generated_day_with_quoted_values_is_read_by_the_c_parser(landing_file
 
     assert fast is not None  # not the csv module's way
     _assert_same(fast, _parse_with_csv_module(ORIGIN, text, encoding))
+
+
+def test_a_payload_is_scanned_in_pieces_and_finds_every_byte_across_their_edges(monkeypatch):
+    """Line breaks and quotes are found a few MiB at a time; a piece's edge loses or doubles none."""
+    data = np.frombuffer(b'a,"b"\n' * 7 + b"\n\n", dtype=np.uint8)
+    monkeypatch.setattr(payload_module, "_SCAN_BYTES", 4)
+    for byte in (ord("\n"), ord('"')):
+        assert payload_module._positions(data, byte).tolist() == np.flatnonzero(data == byte).tolist()

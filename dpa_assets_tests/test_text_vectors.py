@@ -61,3 +61,19 @@ def test_plain_numerals_read_as_float_does(values, fraction):
 def test_offset_at_the_end_as_the_pattern_finds_it(values):
     found = _end_with_offset(np.array(values, dtype=object), np.arange(len(values)), join_texts(values))
     assert found.tolist() == [re.search(_HAS_OFFSET, value) is not None for value in values]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.from_regex(r"[0-9.+eE-]{1,17}", fullmatch=True), max_size=40),  # present texts: never empty
+    st.booleans(),
+    st.integers(min_value=1, max_value=7),
+)
+def test_plain_numerals_read_in_slices_as_at_once(values, fraction, slice_texts):
+    """The numerals are read a slice of texts at a time (bounded memory); any slicing reads the same."""
+    joined = join_texts(values)
+    at_once = _plain_numerals(joined, fraction)
+    sliced = [_plain_numerals(part, fraction) if len(part.lengths) else None for part in joined.in_slices(slice_texts)]
+    for column, whole in enumerate(at_once):
+        parts = [part[column] for part in sliced if part is not None]
+        assert np.array_equal(np.concatenate(parts) if parts else whole[:0], whole)
