@@ -27,7 +27,6 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
-from dpa_assets.alerts.watch import BACKFILL_DAYS_TAG as DAYS_TAG  # first..last, on the run: alerts name the range
 from dpa_assets.assets import (
     CODE_VERSIONS,
     blocked_day_detail,
@@ -52,6 +51,7 @@ from dpa_assets.io_manager import commit_metadata
 from dpa_assets.partitions import daily_partitions
 from dpa_assets.recovery.heartbeat import run_heartbeat
 from dpa_assets.resources import FreightSource, PayloadArchiveResource, ValidationPolicyResource, WarehouseResource
+from dpa_assets.settings import BACKFILL_DAYS_TAG, BACKFILL_OP
 from dpa_assets.transforms import ValidationOutcome
 from dpa_assets.warehouse.ledger import LoadRefused, WarehouseBusy, commit_partition
 from dpa_assets.warehouse.protection import ProtectedTableMissing
@@ -111,7 +111,7 @@ def range_days(first_day: str, last_day: str) -> list[str]:
 
 
 @dg.op(
-    name="load_days_in_order",
+    name=BACKFILL_OP,
     description="For each day of the range in order: fetch and archive, validate and quarantine, the 30% rule, "
     "commit with its audit row, reconcile; each day recorded as its own partition, a bad day failing alone.",
 )
@@ -126,7 +126,7 @@ def load_days_in_order(
 ) -> None:
     """Load the range day by day; fail at the end, naming them, if any day failed."""
     days = range_days(config.first_day, config.last_day)
-    context.instance.add_run_tags(context.run.run_id, {DAYS_TAG: f"{days[0]}..{days[-1]}"})
+    context.instance.add_run_tags(context.run.run_id, {BACKFILL_DAYS_TAG: f"{days[0]}..{days[-1]}"})
     loader = DayLoader(context, freight_source, payload_archive, warehouse, validation_policy, io_manager)
     with run_heartbeat(context):
         outcomes = loader.load_all(days)

@@ -8,7 +8,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from dpa_assets.settings import ENV_LANDING_DIR
+from dpa_assets.settings import BACKFILL_DAYS_TAG, BACKFILL_JOB, BACKFILL_OP, ENV_LANDING_DIR
 
 BACKFILL_HINT_DAYS = 7  # above this, `dpa materialize` mentions `dpa backfill`
 
@@ -219,12 +219,12 @@ def _backfill_days(days: list[date], verbose: bool) -> int:
     backfill.progress_listeners.append(print_day)
     try:
         config = run_config_for(verbose, step_retry=True)
-        config["ops"] = {"load_days_in_order": {"config": {"first_day": str(days[0]), "last_day": str(days[-1])}}}
-        result = defs.resolve_job_def("freight_backfill_job").execute_in_process(
+        config["ops"] = {BACKFILL_OP: {"config": {"first_day": str(days[0]), "last_day": str(days[-1])}}}
+        result = defs.resolve_job_def(BACKFILL_JOB).execute_in_process(
             instance=dg.DagsterInstance.get(),
             raise_on_error=False,
             run_config=config,
-            tags={backfill.DAYS_TAG: f"{days[0]}..{days[-1]}"},
+            tags={BACKFILL_DAYS_TAG: f"{days[0]}..{days[-1]}"},
         )
     finally:
         backfill.progress_listeners.remove(print_day)

@@ -7,6 +7,7 @@ import dagster as dg
 from dpa_assets.assets import GROUP
 from dpa_assets.backfill import load_days_in_order
 from dpa_assets.checks import yesterday_loaded_by_six
+from dpa_assets.settings import BACKFILL_JOB
 
 daily_freight_job = dg.define_asset_job(
     name="daily_freight_job",
@@ -26,7 +27,7 @@ def freshness_check_job() -> None:
 
 
 @dg.job(
-    name="freight_backfill_job",
+    name=BACKFILL_JOB,
     description="Load a range of days in one run, each day committed and audited on its own (backfill.py).",
     executor_def=dg.in_process_executor,
 )

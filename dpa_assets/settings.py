@@ -9,6 +9,8 @@ DEFAULT_MAX_REJECTION_RATE = 0.30
 
 # Warehouse tables. The fact table is named after its asset (IO manager convention).
 FACT_TABLE = "warehouse_facts"
+# The range backfill (backfill.py): its job, its op (whose config holds the range) and the run tag first..last.
+BACKFILL_JOB, BACKFILL_OP, BACKFILL_DAYS_TAG = "freight_backfill_job", "load_days_in_order", "dpa/days"
 REJECT_TABLE = "freight_rejects"
 AUDIT_TABLE = "load_audit"
 PROTECTED_TABLES = (FACT_TABLE, REJECT_TABLE, AUDIT_TABLE)

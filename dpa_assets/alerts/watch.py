@@ -17,11 +17,11 @@ import dagster as dg
 
 from dpa_assets.alerts.journal import BLOCKED_DAY, FAILED_RUN, FRESHNESS, Alert
 from dpa_assets.alerts.messages import sms_text
+from dpa_assets.settings import BACKFILL_DAYS_TAG, BACKFILL_JOB
 from dpa_assets.warehouse.ledger import blocked_detail
 
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
-BACKFILL_JOB, BACKFILL_DAYS_TAG = "freight_backfill_job", "dpa/days"  # the range backfill; its first..last
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 BLOCKING_CHECK = "rejection_rate"
 FRESHNESS_CHECK = "yesterday_loaded_by_six"
@@ -246,5 +246,5 @@ def run_label(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
 
 
 def _job_label(run: dg.DagsterRun) -> str:
-    short = {"daily_freight_job": "load", "freight_backfill_job": "backfill", "freshness_check_job": "freshness check"}
+    short = {"daily_freight_job": "load", BACKFILL_JOB: "backfill", "freshness_check_job": "freshness check"}
     return short.get(run.job_name) or ("load" if run.job_name.startswith("__") else run.job_name)

@@ -15,11 +15,9 @@ from sqlalchemy.engine import Engine
 
 from dpa_assets.partitions import LOCAL_TZ, daily_partitions, partition_bounds
 from dpa_assets.recovery.zombies import IN_FLIGHT, PARTITION_TAG
+from dpa_assets.settings import BACKFILL_JOB, BACKFILL_OP
 from dpa_assets.warehouse.ledger import BLOCKED, BREAK_GLASS, FAILED, LOADED, REFUSED, VALIDATED
 from dpa_assets.warehouse.reports import latest_audit, latest_loaded_audit
-
-# The range backfill (backfill.py): its days are in the run config, so a queued run is seen too.
-BACKFILL_JOB, BACKFILL_OP = "freight_backfill_job", "load_days_in_order"
 
 # What a day's ledger says, in the words of the plan.
 OK, MISSING, INTERRUPTED = "loaded", "missing", "interrupted"

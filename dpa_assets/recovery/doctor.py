@@ -13,10 +13,10 @@ from sqlalchemy.engine import Engine
 
 from dpa_assets.alerts.delivery import delivery_state
 from dpa_assets.alerts.journal import read_journal
-from dpa_assets.recovery.catchup import BACKFILL_JOB, HELD, OK, read_day_states
+from dpa_assets.recovery.catchup import HELD, OK, read_day_states
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.recovery.zombies import PARTITION_TAG, detect_zombies
-from dpa_assets.settings import AUDIT_TABLE
+from dpa_assets.settings import AUDIT_TABLE, BACKFILL_JOB
 from dpa_assets.warehouse.protection import MISSING, protection_status
 from dpa_assets.warehouse.reports import latest_loaded_audit
 from dpa_assets.warehouse_record import RecordedLoad, recorded_loads

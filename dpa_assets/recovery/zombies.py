@@ -19,6 +19,7 @@ import dagster as dg
 from dpa_assets.alerts.journal import ZOMBIE_RUN, Alert, append_alert
 from dpa_assets.recovery.heartbeat import read_heartbeat
 from dpa_assets.recovery.policy import RecoveryPolicyResource
+from dpa_assets.settings import BACKFILL_JOB
 
 PARTITION_TAG = "dagster/partition"
 IN_FLIGHT = [
@@ -29,7 +30,7 @@ IN_FLIGHT = [
 ]
 RUNNING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 # The jobs of this code location; UI materializations run as Dagster's hidden asset jobs.
-LOCATION_JOBS = ("daily_freight_job", "freight_backfill_job", "freshness_check_job")
+LOCATION_JOBS = ("daily_freight_job", BACKFILL_JOB, "freshness_check_job")
 ASSET_JOB_PREFIX = "__ASSET_JOB"
 
 
