@@ -70,6 +70,13 @@ class FreightSource(dg.ConfigurableResource, ABC):
         """Text rows of a payload; raises ``PayloadError`` on a structural fault."""
         return parse_csv(payload)
 
+    def delivered(self, partition_key: str) -> bool | None:
+        """Whether the day is there to fetch, when the source can tell without fetching it.
+
+        None: it cannot tell cheaply (a server would count the probe as a call); try the day.
+        """
+        return None
+
 
 class LandingDirSource(FreightSource):
     """Reads the CSV landing file the freight system drops for each day."""
@@ -81,6 +88,9 @@ class LandingDirSource(FreightSource):
 
     def resolved_dir(self) -> Path:
         return Path(configured(self.landing_dir) or os.environ.get(ENV_LANDING_DIR) or local_home() / "landing")
+
+    def delivered(self, partition_key: str) -> bool | None:
+        return (self.resolved_dir() / landing_file_name(date.fromisoformat(partition_key))).is_file()
 
     def fetch_day(self, partition_key: str, archive: DayArchive | None = None) -> ReceivedPayload:
         # The file is the payload: raw_freight archives it whole, there are no responses to keep.

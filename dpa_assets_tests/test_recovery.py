@@ -28,7 +28,8 @@ from dpa_assets.recovery.heartbeat import beating, heartbeat_tags, read_heartbea
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.recovery.sensors import freight_catch_up_sensor, zombie_run_reconciler_sensor
 from dpa_assets.recovery.zombies import RunView, Zombie, find_zombies, pid_alive, zombie_alert
-from dpa_assets.resources import AlertJournalResource, WarehouseResource
+from dpa_assets.resources import AlertJournalResource, LandingDirSource, WarehouseResource
+from dpa_assets.sources.generator import generate_day, write_landing_file
 from dpa_assets.transforms import REJECT_COLUMNS
 from dpa_assets.warehouse.ledger import BLOCKED, record_failed_attempt, record_validation
 from dpa_assets_tests.test_assets import materialize
@@ -216,7 +217,15 @@ def test_reconciler_sensor_fails_only_the_dead_run_and_alerts(instance, tmp_path
     assert len(read_alerts(journal.path())) == 1
 
 
-def test_catch_up_sensor_requests_missing_and_failed_days_only(instance, sqlite_url):
+def _delivered(tmp_path) -> LandingDirSource:
+    """A landing folder holding a file for every day catch-up may look at."""
+    landing = LandingDirSource(landing_dir=str(tmp_path / "landing"))
+    for day in due_days(7, datetime.now(UTC), 0):
+        write_landing_file(landing.resolved_dir(), generate_day(day, rows=2, seed=3))
+    return landing
+
+
+def test_catch_up_sensor_requests_missing_and_failed_days_only(instance, sqlite_url, tmp_path):
     warehouse = WarehouseResource(url=sqlite_url)
     engine = warehouse.get_engine()
     policy = RecoveryPolicyResource(catch_up_days=4, catch_up_max_runs_per_tick=2, catch_up_after_hours=0)
@@ -227,7 +236,8 @@ def test_catch_up_sensor_requests_missing_and_failed_days_only(instance, sqlite_
 
     def tick() -> list[str]:
         context = dg.build_sensor_context(
-            instance=instance, resources={"recovery_policy": policy, "warehouse": warehouse}
+            instance=instance,
+            resources={"recovery_policy": policy, "warehouse": warehouse, "freight_source": _delivered(tmp_path)},
         )
         return [request.partition_key for request in freight_catch_up_sensor(context).run_requests or []]
 
@@ -290,7 +300,7 @@ def test_doctor_flags_alerts_the_on_call_never_received(tmp_path):
     assert any("2 alert(s), 1 undelivered" in note for note in notes)
 
 
-def test_catch_up_sensor_leaves_the_days_of_a_range_backfill_in_flight(instance, sqlite_url):
+def test_catch_up_sensor_leaves_the_days_of_a_range_backfill_in_flight(instance, sqlite_url, tmp_path):
     warehouse = WarehouseResource(url=sqlite_url)
     policy = RecoveryPolicyResource(catch_up_days=3, catch_up_max_runs_per_tick=5, catch_up_after_hours=0)
     first, second, third = due_days(3, datetime.now(UTC), 0)
@@ -298,8 +308,44 @@ def test_catch_up_sensor_leaves_the_days_of_a_range_backfill_in_flight(instance,
     instance.add_run(
         dg.DagsterRun(job_name="freight_backfill_job", status=dg.DagsterRunStatus.STARTED, run_config=running_range)
     )
-    context = dg.build_sensor_context(instance=instance, resources={"recovery_policy": policy, "warehouse": warehouse})
+    resources = {"recovery_policy": policy, "warehouse": warehouse, "freight_source": _delivered(tmp_path)}
+    context = dg.build_sensor_context(instance=instance, resources=resources)
 
     requested = [request.partition_key for request in freight_catch_up_sensor(context).run_requests or []]
 
     assert requested == [third.isoformat()]
+
+
+def test_catch_up_sensor_waits_for_a_landing_file_instead_of_failing_a_run_per_retry(instance, sqlite_url, tmp_path):
+    # A file not delivered yet would fail every retry: a red run, planned checks left "Execution
+    # failed" and one more SMS each hour. Catch-up asks the source first and waits for the file.
+    warehouse = WarehouseResource(url=sqlite_url)
+    landing = LandingDirSource(landing_dir=str(tmp_path / "landing"))
+    policy = RecoveryPolicyResource(catch_up_days=3, catch_up_max_runs_per_tick=1, catch_up_after_hours=0)
+    oldest, delivered, newest = due_days(3, datetime.now(UTC), 0)
+    write_landing_file(landing.resolved_dir(), generate_day(delivered, rows=5, seed=1))
+    resources = {"recovery_policy": policy, "warehouse": warehouse, "freight_source": landing}
+
+    result = freight_catch_up_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+    # The one run this tick may request goes to the day that can load, not to the older undelivered one.
+    assert [request.partition_key for request in result.run_requests or []] == [delivered.isoformat()]
+    write_landing_file(landing.resolved_dir(), generate_day(oldest, rows=5, seed=2))
+    _add_run(instance, dg.DagsterRunStatus.STARTED, {"dagster/partition": delivered.isoformat()})
+    result = freight_catch_up_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert [request.partition_key for request in result.run_requests or []] == [oldest.isoformat()]
+    assert newest.isoformat() not in str(result.run_requests)
+
+
+def test_catch_up_sensor_says_which_days_wait_for_their_file(instance, sqlite_url, tmp_path):
+    warehouse = WarehouseResource(url=sqlite_url)
+    landing = LandingDirSource(landing_dir=str(tmp_path / "landing"))
+    policy = RecoveryPolicyResource(catch_up_days=2, catch_up_after_hours=0)
+    first, second = due_days(2, datetime.now(UTC), 0)
+    resources = {"recovery_policy": policy, "warehouse": warehouse, "freight_source": landing}
+
+    result = freight_catch_up_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+    assert not result.run_requests
+    assert f"{first} missing (not delivered yet)" in result.skip_reason.skip_message
+    assert f"{second} missing (not delivered yet)" in result.skip_reason.skip_message

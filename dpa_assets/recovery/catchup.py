@@ -23,6 +23,7 @@ from dpa_assets.warehouse.reports import latest_audit, latest_loaded_audit
 OK, MISSING, INTERRUPTED = "loaded", "missing", "interrupted"
 RELOAD = (MISSING, FAILED, REFUSED, INTERRUPTED)  # worth another run of the whole chain
 HELD = (BLOCKED, BREAK_GLASS)  # a rule or an administrator decided: listed, never retried
+NOT_DELIVERED = "missing (not delivered yet)"  # its source says the day is not there: waits for it
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class DayState:
     """One day as the ledger holds it."""
 
     day: date
-    state: str  # loaded | missing | failed | refused | interrupted | blocked | break_glass
+    state: str  # loaded | missing | failed | refused | interrupted | blocked | break_glass | NOT_DELIVERED
     detail: str = ""
 
 

@@ -11,10 +11,19 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from dpa_assets.jobs import daily_freight_job
-from dpa_assets.recovery.catchup import days_to_request, due_days, read_day_states, runs_by_day
+from dpa_assets.recovery.catchup import (
+    NOT_DELIVERED,
+    OK,
+    RELOAD,
+    DayState,
+    days_to_request,
+    due_days,
+    read_day_states,
+    runs_by_day,
+)
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.recovery.zombies import detect_zombies, fail_zombies
-from dpa_assets.resources import AlertJournalResource, WarehouseResource
+from dpa_assets.resources import AlertJournalResource, FreightSource, WarehouseResource
 
 
 @dg.sensor(
@@ -41,12 +50,22 @@ def zombie_run_reconciler_sensor(
     description="Requests the recent days the warehouse ledger lacks (missing, failed, refused), a few per tick.",
 )
 def freight_catch_up_sensor(
-    context: dg.SensorEvaluationContext, recovery_policy: RecoveryPolicyResource, warehouse: WarehouseResource
+    context: dg.SensorEvaluationContext,
+    recovery_policy: RecoveryPolicyResource,
+    warehouse: WarehouseResource,
+    freight_source: FreightSource,
 ) -> dg.SensorResult:
     """Load the days a night missed without waiting for a person."""
     now = datetime.now(UTC)
     days = due_days(recovery_policy.catch_up_days, now, recovery_policy.catch_up_after_hours)
-    states = read_day_states(warehouse.get_engine(), days)
+    # A day whose file is not there yet would fail each retry: a red run, its checks read
+    # "Execution failed" in the UI, one more SMS. It waits; the night's failure already alerted.
+    states = [
+        DayState(state.day, NOT_DELIVERED, state.detail)
+        if state.state in RELOAD and freight_source.delivered(state.day.isoformat()) is False
+        else state
+        for state in read_day_states(warehouse.get_engine(), days)
+    ]
     in_flight, last_attempt = runs_by_day(context.instance, days)
     chosen = days_to_request(
         states,
@@ -67,5 +86,5 @@ def freight_catch_up_sensor(
     ]
     if requests:
         return dg.SensorResult(run_requests=requests)
-    held = [f"{state.day} {state.state}" for state in states if state.state not in ("loaded",)]
+    held = [f"{state.day} {state.state}" for state in states if state.state != OK]
     return dg.SensorResult(skip_reason=f"nothing to request ({', '.join(held) or 'all loaded'})")
