@@ -17,14 +17,20 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dpa_assets.alerts.delivery import delivery_state
+from dpa_assets.alerts.journal import read_journal
+from dpa_assets.alerts.sms import SmsGatewayResource
 from dpa_assets.alerts.watch import alerts_for_run
 from dpa_assets.backfill import DayOutcome, failure_summary
 from dpa_assets.cli import main
 from dpa_assets.definitions import defs
 from dpa_assets.jobs import freight_backfill_job
+from dpa_assets.resources import AlertJournalResource
+from dpa_assets.sensors import freight_failure_alert_sensor
 from dpa_assets.sources.generator import generate_day, write_landing_file
 from dpa_assets_tests.conftest import make_resources
 from dpa_assets_tests.support import services
+from dpa_assets_tests.support.sms_gateway import FakeSmsGateway
 from dpa_assets_tests.support.warehouse import rows, scalar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -264,3 +270,31 @@ def test_a_long_range_of_one_run_per_day_mentions_dpa_backfill():
     assert backfill_hint(days_between(date(2026, 3, 1), date(2026, 3, 7))) is None
     hint = backfill_hint(days_between(date(2026, 3, 1), date(2026, 3, 31)))
     assert hint is not None and "dpa backfill --from 2026-03-01 --to 2026-03-31" in hint
+
+
+def test_a_range_with_many_blocked_days_sends_one_sms_and_journals_every_day(
+    instance: dg.DagsterInstance, landing_dir: Path, sqlite_url: str, tmp_path: Path
+):
+    # A year backfilled over a bad source month would otherwise page the on-call once per blocked day.
+    for day in DAYS:
+        bad = 0.40 if day in (DAYS[1], DAYS[3]) else 0.04
+        write_landing_file(landing_dir, generate_day(date.fromisoformat(day), rows=60, seed=9, bad_fraction=bad))
+    _run_range(instance, make_resources(landing_dir, sqlite_url, tmp_path), DAYS[0], DAYS[-1])
+    journal = AlertJournalResource(journal_file=str(tmp_path / "journal.jsonl"))
+    gateway = FakeSmsGateway().start()
+    try:
+        sms = SmsGatewayResource(
+            base_url=gateway.url, username=gateway.username, api_key=gateway.api_key, recipients="+237670000001"
+        )
+        context = dg.build_sensor_context(instance=instance, resources={"alert_journal": journal, "sms_gateway": sms})
+        freight_failure_alert_sensor.evaluate_tick(context)
+    finally:
+        gateway.stop()
+
+    state = read_journal(journal.path())
+    assert sorted(a.partition for a in state.alerts if a.kind == "blocked_day") == [DAYS[1], DAYS[3]]
+    [text] = [request.form["message"] for request in gateway.requests]
+    assert f"{DAYS[0]}..{DAYS[-1]}" in text and "2 of 5 days" in text and "dpa backfill" in text
+    assert not state.undelivered()  # nothing left to page about
+    blocked = next(a for a in state.alerts if a.kind == "blocked_day")
+    assert "the range run's SMS" in delivery_state(state, blocked, sms_configured=True)

@@ -86,6 +86,8 @@ def deliver_pending(journal: Path, gateway: SmsGatewayResource, log: logging.Log
 
 def delivery_state(state: JournalState, alert: Alert, sms_configured: bool) -> str:
     """How far an alert got, in words for ``dpa alerts``."""
+    if alert.sms_covered_by:
+        return "no SMS of its own: the range run's SMS covers it"
     delivered = state.delivered.get(alert.key)
     if delivered is not None:
         return f"sent {delivered.get('at', '')} to {len(delivered.get('recipients', []))} number(s)"

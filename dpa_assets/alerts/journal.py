@@ -41,6 +41,7 @@ class Alert:
     occurred_at: str | None = None  # ISO 8601, UTC: when the failure happened (None: unknown)
     link: str | None = None  # the run in the Dagster UI
     message: str = ""  # the SMS text (<= 160 GSM-7 characters); derived from summary when empty
+    sms_covered_by: str | None = None  # key of the alert whose SMS says this one too: none of its own
 
     @property
     def key(self) -> str:
@@ -64,7 +65,7 @@ class JournalState:
         return {alert.key for alert in self.alerts}
 
     def undelivered(self) -> list[Alert]:
-        return [alert for alert in self.alerts if alert.key not in self.delivered]
+        return [alert for alert in self.alerts if alert.key not in self.delivered and not alert.sms_covered_by]
 
 
 @contextmanager

@@ -10,7 +10,7 @@ run's own events. In-process ``dpa materialize`` runs are runs like any other he
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -73,12 +73,20 @@ def alerts_for_run(instance: dg.DagsterInstance, record: dg.RunRecord, run_link:
             alerts.append(_blocked_day_alert(run, evaluation, occurred_at, run_link))
         elif evaluation.check_name == FRESHNESS_CHECK:
             alerts.append(_freshness_alert(run, evaluation, occurred_at, run_link))
-    # A blocked day fails its one-day run; that alert already says why, better than the run's failure.
-    # A range backfill may have failed other days too: its run alert names them all.
-    said = any(a.kind == BLOCKED_DAY for a in alerts) and run.job_name != BACKFILL_JOB
-    if run.status == dg.DagsterRunStatus.FAILURE and not said:
-        alerts.append(_failed_run_alert(instance, run, occurred_at, run_link))
-    return alerts
+    if run.status != dg.DagsterRunStatus.FAILURE:
+        return alerts
+    if run.job_name != BACKFILL_JOB:
+        # A blocked day fails its one-day run; that alert already says why, better than the run's failure.
+        return (
+            alerts
+            if any(a.kind == BLOCKED_DAY for a in alerts)
+            else [*alerts, _failed_run_alert(instance, run, occurred_at, run_link)]
+        )
+    # A range run's alert names every day not loaded: one SMS for the range, not one per blocked
+    # day (a bad month backfilled would page the on-call thirty times); each day is still journaled.
+    run_alert = _failed_run_alert(instance, run, occurred_at, run_link)
+    covered = [replace(a, sms_covered_by=run_alert.key) if a.kind == BLOCKED_DAY else a for a in alerts]
+    return [*covered, run_alert]
 
 
 def _events(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> list[dg.DagsterEvent]:
