@@ -28,6 +28,7 @@ from dpa_assets.transforms import facts_checksum, facts_checksum_of_slices
 from dpa_assets.warehouse.engine import WRITE_OPTION
 from dpa_assets.warehouse.pg_copy import copy_frame
 from dpa_assets.warehouse.protection import FACTS_DIGEST_FUNCTION, pg_break_glass, remove_partition, remove_rejects
+from dpa_assets.warehouse.sqlite_read_back import sqlite_day_checksum
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock timeout
@@ -605,8 +606,10 @@ def read_back_checksum(engine: Engine, day: date) -> tuple[int, str]:
     """The stored day's row count and ``facts_checksum``, read back ``READ_BACK_ROWS`` rows at a time.
 
     A whole day read at once held every value as a Python object (about 1 GiB per million rows).
-    Slices are hashed as they arrive while they arrive in shipment id order; should the database
-    sort otherwise (a collation), the day is read whole and sorted here: the digest never changes.
+    On SQLite, SQLite renders most of each row's text itself (``sqlite_read_back``, about 4 times
+    faster). Otherwise, or for a value not in the commit's stored form, slices are hashed as they
+    arrive while they arrive in shipment id order; should the database sort otherwise (a
+    collation), the day is read whole and sorted here: the digest never changes.
 
     Args:
         engine: the warehouse engine.
@@ -615,6 +618,11 @@ def read_back_checksum(engine: Engine, day: date) -> tuple[int, str]:
     Returns:
         (fact rows stored for the day, their checksum).
     """
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection, connection.begin():  # one snapshot for every attempt
+            fast = sqlite_day_checksum(connection, day, READ_BACK_ROWS)
+        if fast is not None:
+            return fast
     query = _facts_query(engine, [day]).order_by(_read_back_order(facts.c.shipment_id))
     with engine.connect() as connection:
         result = connection.execution_options(yield_per=READ_BACK_ROWS).execute(query)
