@@ -606,8 +606,8 @@ def read_back_checksum(engine: Engine, day: date) -> tuple[int, str]:
     """The stored day's row count and ``facts_checksum``, read back ``READ_BACK_ROWS`` rows at a time.
 
     A whole day read at once held every value as a Python object (about 1 GiB per million rows).
-    On SQLite, SQLite renders most of each row's text itself (``sqlite_read_back``, about 4 times
-    faster). Otherwise, or for a value not in the commit's stored form, slices are hashed as they
+    On SQLite the raw cursor's columns are rendered without a frame (``sqlite_read_back``, about
+    twice as fast). Otherwise, or for a value not in the commit's stored form, slices are hashed as they
     arrive while they arrive in shipment id order; should the database sort otherwise (a
     collation), the day is read whole and sorted here: the digest never changes.
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from itertools import repeat
 from operator import itemgetter, le
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -82,7 +83,7 @@ def _selected(name: str) -> str:
     return name
 
 
-def _slices(cursor, slice_rows: int) -> Iterator[list[tuple]]:  # type: ignore[no-untyped-def]
+def _slices(cursor: Any, slice_rows: int) -> Iterator[list[tuple]]:  # a sqlite3 cursor
     while rows := cursor.fetchmany(slice_rows):
         yield rows
 
