@@ -55,7 +55,8 @@ class JoinedTexts:
         filled = self.lengths > 0
         if filled.any():
             # reduceat runs from each start to the next one given: an empty text would take its neighbour's.
-            totals[filled] = np.add.reduceat(per_code.astype(np.int64), self.starts[filled])
+            # Summed in int64 as it goes: no int64 copy of every code point (8 bytes each) first.
+            totals[filled] = np.add.reduceat(per_code, self.starts[filled], dtype=np.int64)
         return totals
 
     def stripped_or_empty(self) -> np.ndarray:

@@ -17,6 +17,7 @@ import gzip
 import io
 import random
 import tempfile
+import tracemalloc
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -571,7 +572,7 @@ def test_a_generated_day_with_quoted_values_is_read_by_the_c_parser(landing_file
     content = _csv(list(RAW_COLUMNS), _rows(records))
     text, encoding = csv_text(ReceivedPayload(ORIGIN, content))
 
-    fast = _parse_plain_lines(ORIGIN, text, encoding, content)
+    fast = _parse_plain_lines(ORIGIN, content, encoding)
 
     assert fast is not None  # not the csv module's way
     _assert_same(fast, _parse_with_csv_module(ORIGIN, text, encoding))
@@ -583,3 +584,19 @@ def test_a_payload_is_scanned_in_pieces_and_finds_every_byte_across_their_edges(
     monkeypatch.setattr(payload_module, "_SCAN_BYTES", 4)
     for byte in (ord("\n"), ord('"')):
         assert payload_module._positions(data, byte).tolist() == np.flatnonzero(data == byte).tolist()
+
+
+def test_the_decoded_text_is_not_held_while_the_frame_is_built():
+    """The text decoded from the payload (a byte a character) goes before the frame is built: at
+    1,000,000 rows it was 150 MiB more at the parse's peak, the peak of the whole load."""
+    day = generate_day(date(2026, 3, 2), rows=50_000, seed=1)
+    content = _csv(list(RAW_COLUMNS), _rows([dict(record) for record in day.records]))
+    tracemalloc.start()
+    try:
+        parsed = parse_csv(ReceivedPayload(ORIGIN, content))
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert len(parsed.frame) == len(day.records)
+    assert peak - held < len(content) / 2  # a second copy of the payload's text would be all of it
