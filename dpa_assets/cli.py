@@ -42,6 +42,10 @@ def _recent_days(count: int, end: date | None) -> list[date]:
     return [last - timedelta(days=offset) for offset in range(count - 1, -1, -1)]
 
 
+# A day whose landing file is not there: re-loading it would only fail a run and page again.
+NOT_DELIVERED_HINT = "not delivered yet: no landing file; catch-up loads it once it arrives (or dpa materialize)"
+
+
 def _landing_dir(explicit: str | None) -> Path:
     return Path(explicit or os.environ.get(ENV_LANDING_DIR) or _dagster_home() / "landing")
 
@@ -413,7 +417,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     ]
     if doctor.warehouse_set_up(engine):
         days = _recent_days(args.days, None)
-        checks.append(doctor.day_findings(instance, engine, warehouse.display_url(), days))
+        source = defs.resources["freight_source"]
+        checks.append(doctor.day_findings(instance, engine, warehouse.display_url(), days, source.delivered))
         checks.append(doctor.protection_findings(engine))
     else:
         checks.append(([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], []))
@@ -451,10 +456,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
     else:  # only a dry run gets here: a real one sets the warehouse up first
         states = [DayState(day, MISSING, "warehouse not set up") for day in days]
     in_flight, _ = runs_by_day(instance, days)
+    source = defs.resources["freight_source"]
     to_load = []
     for state in states:
         if state.day in in_flight:
             print(f"{state.day}  {state.state:<11} skipped: a run for this day is queued or running")
+        elif state.state in RELOAD and source.delivered(state.day.isoformat()) is False:
+            print(f"{state.day}  {state.state:<11} {NOT_DELIVERED_HINT}")
         elif state.state in RELOAD:
             to_load.append(state.day)
             print(f"{state.day}  {state.state:<11} {'would re-load' if args.dry_run else 're-load'}")

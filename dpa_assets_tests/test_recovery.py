@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from dpa_assets.alerts.journal import FAILED_RUN, ZOMBIE_RUN, append_alert, read_alerts
+from dpa_assets.partitions import daily_partitions
 from dpa_assets.recovery.catchup import (
     FAILED,
     MISSING,
@@ -262,6 +263,9 @@ def test_recover_dry_run_plans_without_changing_anything(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DPA_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    last = date.fromisoformat(daily_partitions.get_last_partition_key())
+    for day in (last, last - timedelta(days=1)):  # delivered, so worth re-loading
+        write_landing_file(tmp_path / "home" / "landing", generate_day(day, rows=3, seed=4))
     assert main(["recover", "--days", "2", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("would re-load") == 2 and "dry run: nothing changed" in out
@@ -349,3 +353,28 @@ def test_catch_up_sensor_says_which_days_wait_for_their_file(instance, sqlite_ur
     assert not result.run_requests
     assert f"{first} missing (not delivered yet)" in result.skip_reason.skip_message
     assert f"{second} missing (not delivered yet)" in result.skip_reason.skip_message
+
+
+def test_recover_and_doctor_say_which_day_waits_for_its_landing_file(tmp_path, monkeypatch, capsys):
+    # Re-loading a day whose file is not there would only fail a run and page the on-call again.
+    from dpa_assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DPA_LANDING_DIR", str(tmp_path / "landing"))
+    monkeypatch.setenv("DPA_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    newer = date.fromisoformat(daily_partitions.get_last_partition_key())
+    older = newer - timedelta(days=1)
+    write_landing_file(tmp_path / "landing", generate_day(older, rows=3, seed=4))
+
+    assert main(["recover", "--days", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{older}  missing     would re-load" in out
+    assert f"{newer}  missing     not delivered yet: no landing file" in out
+
+    assert main(["setup-warehouse"]) == 0
+    capsys.readouterr()
+    assert main(["doctor", "--days", "2"]) == 1
+    doctor = capsys.readouterr().out
+    waiting = next(line for line in doctor.splitlines() if line.startswith(f"PROBLEM {newer}:"))
+    assert "not delivered yet" in waiting and "dpa recover" not in waiting
+    assert "dpa recover" in next(line for line in doctor.splitlines() if line.startswith(f"PROBLEM {older}:"))

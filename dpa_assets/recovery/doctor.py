@@ -5,6 +5,7 @@ Each check returns (problems, notes): a problem needs someone's attention (exit 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -81,7 +82,13 @@ def _latest_run_status(instance: dg.DagsterInstance, day: date, load: RecordedLo
     return latest.dagster_run.status.value if latest else "no run"
 
 
-def day_findings(instance: dg.DagsterInstance, engine: Engine, warehouse: str, days: list[date]) -> Findings:
+def day_findings(
+    instance: dg.DagsterInstance,
+    engine: Engine,
+    warehouse: str,
+    days: list[date],
+    delivered: Callable[[str], bool | None] = lambda _day: None,
+) -> Findings:
     """Each day's latest Dagster run and materialization next to the ledger, flagging disagreements.
 
     Args:
@@ -89,6 +96,7 @@ def day_findings(instance: dg.DagsterInstance, engine: Engine, warehouse: str, d
         engine: the warehouse engine.
         warehouse: the warehouse's masked URL, as materializations record it.
         days: the days to show.
+        delivered: the freight source's answer to "is this day there to fetch?" (None: cannot tell).
     """
     recorded: dict[date, RecordedLoad] = recorded_loads(instance, warehouse)
     problems, notes = [], []
@@ -100,7 +108,11 @@ def day_findings(instance: dg.DagsterInstance, engine: Engine, warehouse: str, d
         line = f"{state.day}: dagster {run_status}, materialized {'yes' if load else 'no'}; ledger {state.state}"
         issues = []
         if state.state != OK and state.state not in HELD:
-            issues.append(f"not loaded ({state.detail or state.state}): dpa recover")
+            waiting = delivered(state.day.isoformat()) is False
+            issues.append(
+                f"not loaded ({state.detail or state.state}): "
+                + ("not delivered yet, no landing file; loads once it arrives" if waiting else "dpa recover")
+            )
         if state.state in HELD:
             issues.append(f"held ({state.detail[:120] or state.state}): fix the source, then dpa materialize")
         if holder and (load is None or load.run_id != holder):

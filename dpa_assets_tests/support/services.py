@@ -81,14 +81,23 @@ def wait_for_webserver(port: int, process: subprocess.Popen, log: Path, timeout:
     raise AssertionError(f"webserver not answering after {timeout}s:\n{log.read_text(errors='replace')}")
 
 
-def location_of(port: int, repository: str = "__repository__") -> str:
-    """The code location name the webserver loaded the repository under."""
-    data = graphql(
-        port,
-        "{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name location { name } } }"
-        " ... on PythonError { message } } }",
-    )
-    nodes = data["repositoriesOrError"].get("nodes")
+def location_of(port: int, repository: str = "__repository__", timeout: float = 120.0) -> str:
+    """The code location name the webserver loaded the repository under.
+
+    The webserver answers before its code server has loaded the definitions (slower on a busy
+    machine): the repository list stays empty until then, so it is asked again until the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        data = graphql(
+            port,
+            "{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name location { name } } }"
+            " ... on PythonError { message } } }",
+        )
+        nodes = data["repositoriesOrError"].get("nodes")
+        if nodes or time.monotonic() >= deadline:
+            break
+        time.sleep(1)
     assert nodes, data
     return next(node["location"]["name"] for node in nodes if node["name"] == repository)
 
