@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import as_records
 from dpa_assets.warehouse.pg_copy import ROWS_PER_SLICE, copy_frame
+from dpa_assets.warehouse.protection import FACTS_DIGEST_FUNCTION, PG_FUNCTIONS, FactsDigest
 from dpa_assets.warehouse.tables import facts, metadata, rejects
 
 # Storable text: PostgreSQL text holds no NUL, UTF-8 no lone surrogate (validation rejects both).
@@ -117,6 +118,55 @@ def test_copy_stores_what_insert_stores(plain_engine, frame):
     copied, inserted = _both_ways(plain_engine, facts, frame.assign(load_run_id="run"), "shipment_id")
     assert copied == inserted
     assert len(copied) == len(frame)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frame=storable_facts())
+def test_the_digest_of_the_rows_sent_is_the_one_the_database_computes_from_them(plain_engine, frame):
+    # The commit audits FactsDigest instead of re-hashing the day; the reconcile check recomputes by SQL.
+    digest = FactsDigest()
+    with plain_engine.connect() as connection:
+        transaction = connection.begin()
+        _copy_watched(connection, frame.assign(load_run_id=" run (1)"), digest)
+        found = connection.execute(
+            sa.text(f"SELECT * FROM {FACTS_DIGEST_FUNCTION}(:day)"), {"day": date(2026, 11, 20)}
+        ).one()
+        transaction.rollback()
+    assert (digest.rows, digest.hexdigest()) == (found.row_count, found.digest)
+
+
+def test_the_digest_of_rows_sent_counts_every_slice(plain_engine):
+    rows = 2 * ROWS_PER_SLICE + 3
+    frame = pd.DataFrame(
+        {
+            "partition_date": date(2026, 11, 20),
+            "shipment_id": [f"S{n}" for n in range(rows)],
+            **{column: ["", "a b", 'q"\\', "é(,)"][n % 4] for n, column in enumerate(_TEXT_COLUMNS)},
+            "net_tonnage": np.linspace(-1, 1, rows),
+            "wagon_count": range(rows),
+            "departure_time": pd.Timestamp("2026-11-20", tz="UTC"),
+            "arrival_time": pd.NaT,
+            "revenue_xaf": 7,
+            "load_run_id": "r",
+        }
+    )
+    digest = FactsDigest()
+    with plain_engine.connect() as connection:
+        transaction = connection.begin()
+        _copy_watched(connection, frame, digest)
+        found = connection.execute(sa.text(f"SELECT * FROM {FACTS_DIGEST_FUNCTION}('2026-11-20')")).one()
+        transaction.rollback()
+    assert (digest.rows, digest.hexdigest()) == (rows, found.digest)
+
+
+def _copy_watched(connection: sa.Connection, frame: pd.DataFrame, digest: FactsDigest) -> None:
+    """COPY the facts through ``digest`` and create the database's digest function (rolled back with them)."""
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(PG_FUNCTIONS[FACTS_DIGEST_FUNCTION].ddl("public"))  # raw: '%' of format() is no parameter
+        copy_frame(cursor, facts, frame, watch=digest.add)
+    finally:
+        cursor.close()
 
 
 def test_rejects_with_nulls_and_json_are_stored_alike(plain_engine):

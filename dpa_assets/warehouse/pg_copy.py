@@ -8,7 +8,7 @@ client's work and the server's overlap and memory stays bounded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -23,17 +23,23 @@ ROWS_PER_SLICE = 20_000  # a few MiB of buffer and index arrays at a time
 SEND_BYTES = 1 << 20
 
 
-def copy_frame(cursor: object, table: sa.Table, frame: pd.DataFrame) -> None:
+Fields = list[tuple[np.ndarray, np.ndarray]]  # per column: (byte size per row or -1 for NULL, payload bytes)
+
+
+def copy_frame(
+    cursor: object, table: sa.Table, frame: pd.DataFrame, watch: Callable[[list[str], Fields], None] | None = None
+) -> None:
     """COPY a frame's rows into a table through a DB-API (psycopg2) cursor, in its transaction.
 
     Args:
         cursor: a psycopg2 cursor of the connection holding the transaction.
         table: the target table; each frame column must be one of its columns.
         frame: the rows; NaN, NaT, None and pd.NA are NULL, timestamps are stored as UTC.
+        watch: called with the column names and the binary fields of each slice of rows, as sent.
     """
     encoders = [_encoder(table.c[name].type) for name in frame.columns]
     statement = f"COPY {table.name} ({', '.join(frame.columns)}) FROM STDIN (FORMAT binary)"
-    reader = _Reader(_slices(frame, encoders))
+    reader = _Reader(_slices(frame, encoders, watch))
     try:
         cursor.copy_expert(statement, reader, size=SEND_BYTES)
     except Exception:
@@ -68,15 +74,20 @@ class _Reader:
         return out.tobytes()
 
 
-def _slices(frame: pd.DataFrame, encoders: list) -> Iterator[bytes | memoryview]:
+def _slices(
+    frame: pd.DataFrame, encoders: list, watch: Callable[[list[str], Fields], None] | None
+) -> Iterator[bytes | memoryview]:
     yield HEADER
     for start in range(0, len(frame), ROWS_PER_SLICE):
         part = frame.iloc[start : start + ROWS_PER_SLICE]
-        yield _rows([encode(part[name]) for name, encode in zip(part.columns, encoders, strict=True)], len(part)).data
+        fields = [encode(part[name]) for name, encode in zip(part.columns, encoders, strict=True)]
+        if watch is not None:
+            watch(list(part.columns), fields)
+        yield _rows(fields, len(part)).data
     yield TRAILER
 
 
-def _rows(fields: list[tuple[np.ndarray, np.ndarray]], count: int) -> np.ndarray:
+def _rows(fields: Fields, count: int) -> np.ndarray:
     """Lay out rows: field count, then per field its length and bytes (no bytes for NULL)."""
     row_bytes = 2 + sum(4 + np.maximum(sizes, 0) for sizes, _ in fields)
     starts = np.zeros(count, dtype=np.int64)
