@@ -139,3 +139,25 @@ def test_a_commit_sharing_no_id_with_other_days_sends_no_id_lookup(warehouse_url
     lookups = [sql for sql in queries if "SELECT warehouse_facts.shipment_id" in sql]
     assert lookups == []
     engine.dispose()
+
+
+def test_without_the_unique_index_the_commit_still_quarantines_ids_of_other_days(pg_url):
+    # The commit lets the unique index refuse a shared id before it looks ids up; with the index
+    # dropped (by hand, or never restored) nothing would refuse it: the lookup must run first.
+    engine = create_warehouse_engine(pg_url)
+    ensure_schema(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE warehouse_facts DROP CONSTRAINT warehouse_facts_shipment_id_key")
+    first = prepared_load(FIRST_DAY, "run-a", seed=1)
+    later = _sharing_ids_with(prepared_load(LATER_DAY, "run-b", seed=2), first, count=2)
+    record_passed_validation(engine, later)
+    commit_validated(engine, first)
+
+    audit = commit_partition(engine, later)
+
+    assert audit["rows_loaded"] == len(later.facts) - 2
+    copies = scalar(
+        pg_url, "SELECT count(*) FROM warehouse_facts WHERE shipment_id = :s", s=first.facts["shipment_id"].iloc[0]
+    )
+    assert copies == 1
+    engine.dispose()

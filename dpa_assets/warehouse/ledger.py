@@ -216,14 +216,44 @@ def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[
     return set(connection.execute(query).scalars())
 
 
+# A unique index the database enforces on every row of the fact table over shipment_id alone:
+# not partial, not on an expression, and (PostgreSQL) built, valid and live.
+_SQLITE_UNIQUE_ID_INDEX = sa.text(
+    """
+    SELECT count(*) FROM pragma_index_list(:table) AS listed
+    WHERE listed."unique" = 1 AND listed.partial = 0
+      AND (SELECT count(*) FROM pragma_index_info(listed.name)) = 1
+      AND (SELECT info.name FROM pragma_index_info(listed.name) AS info) = :column
+    """
+)
+_PG_UNIQUE_ID_INDEX = sa.text(
+    """
+    SELECT count(*) FROM pg_index AS ix
+    JOIN pg_attribute AS att ON att.attrelid = ix.indrelid AND att.attnum = ix.indkey[0]
+    WHERE ix.indrelid = to_regclass(:table)
+      AND ix.indisunique AND ix.indisvalid AND ix.indisready AND ix.indislive
+      AND ix.indpred IS NULL AND ix.indexprs IS NULL AND ix.indnatts = 1
+      AND att.attname = :column
+    """
+)
+
+
+def unique_id_index_enforced(connection: Connection) -> bool:
+    """Whether the database itself keeps every shipment id of the fact table unique (a catalog lookup)."""
+    query = _PG_UNIQUE_ID_INDEX if connection.dialect.name == "postgresql" else _SQLITE_UNIQUE_ID_INDEX
+    found = connection.execute(query, {"table": facts.name, "column": facts.c.shipment_id.name}).scalar_one()
+    return found > 0
+
+
 def _insert_facts(connection: Connection, load: PartitionLoad) -> tuple[PartitionLoad, FactsDigest | None]:
     """Insert the day's facts, quarantining first any row whose shipment id another day holds.
 
     Validation checked this against the warehouse of its time; another day may have been committed
     since. Deciding again here, with commits of all days serialized (PostgreSQL: one advisory lock;
     SQLite: BEGIN IMMEDIATE), means a shared id is quarantined, never a failed day on the unique index.
-    The unique index answers first, under a savepoint: the lookup of every id of the day (0.5 s per
-    200k rows on PostgreSQL) runs only when it refuses one, and the insert is then made again.
+    When the database enforces that index, it answers first, under a savepoint: the lookup of every
+    id of the day (0.5 s per 200k rows on PostgreSQL) runs only when it refuses one, and the insert
+    is then made again. Without it (dropped by hand), the lookup runs first, as nothing else would refuse.
 
     Returns:
         The load as written (with the moved rows among its rejects when some id was shared), and the
@@ -233,6 +263,9 @@ def _insert_facts(connection: Connection, load: PartitionLoad) -> tuple[Partitio
         connection.execute(
             sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"{facts.name}.shipment_id"}
         )
+    if not unique_id_index_enforced(connection):  # nothing would refuse a shared id: look them up first
+        load = _quarantine_ids_held_for_other_days(connection, load)
+        return load, _insert_fact_rows(connection, load)
     # Our own SAVEPOINT statements, not begin_nested(): after ROLLBACK TO the savepoint stays open,
     # and without RELEASE the audit row would be written in a subtransaction, which the replace
     # check (the audit row's xmin must be the transaction's own id) refuses.

@@ -7,7 +7,12 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dpa_assets.warehouse.ledger import current_load_audit, shipment_ids_held_for_other_days, stored_day_digest
+from dpa_assets.warehouse.ledger import (
+    current_load_audit,
+    shipment_ids_held_for_other_days,
+    stored_day_digest,
+    unique_id_index_enforced,
+)
 from dpa_assets.warehouse.tables import audit, facts, rejects
 
 
@@ -105,34 +110,10 @@ def duplicated_shipment_ids(
         return [(row.shipment_id, row.copies) for row in connection.execute(query)]
 
 
-# A unique index the database enforces on every row of the fact table over shipment_id alone:
-# not partial, not on an expression, and (PostgreSQL) built, valid and live.
-_SQLITE_UNIQUE_ID_INDEX = sa.text(
-    """
-    SELECT count(*) FROM pragma_index_list(:table) AS listed
-    WHERE listed."unique" = 1 AND listed.partial = 0
-      AND (SELECT count(*) FROM pragma_index_info(listed.name)) = 1
-      AND (SELECT info.name FROM pragma_index_info(listed.name) AS info) = :column
-    """
-)
-_PG_UNIQUE_ID_INDEX = sa.text(
-    """
-    SELECT count(*) FROM pg_index AS ix
-    JOIN pg_attribute AS att ON att.attrelid = ix.indrelid AND att.attnum = ix.indkey[0]
-    WHERE ix.indrelid = to_regclass(:table)
-      AND ix.indisunique AND ix.indisvalid AND ix.indisready AND ix.indislive
-      AND ix.indpred IS NULL AND ix.indexprs IS NULL AND ix.indnatts = 1
-      AND att.attname = :column
-    """
-)
-
-
 def unique_index_enforced(engine: Engine) -> bool:
     """Whether the database itself keeps every shipment id of the fact table unique (a catalog lookup)."""
-    query = _PG_UNIQUE_ID_INDEX if engine.dialect.name == "postgresql" else _SQLITE_UNIQUE_ID_INDEX
     with engine.connect() as connection:
-        found = connection.execute(query, {"table": facts.name, "column": facts.c.shipment_id.name}).scalar_one()
-    return found > 0
+        return unique_id_index_enforced(connection)
 
 
 def first_loaded_at(engine: Engine, days: list[date]) -> dict[date, datetime]:
