@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,6 +16,30 @@ BACKFILL_HINT_DAYS = 7  # above this, `dpa materialize` mentions `dpa backfill`
 
 class OperatorError(Exception):
     """Something the operator must change; printed as one line, exit 2."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A mistyped command is one line and exit 2, like every other operator error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override] - exits, as argparse's does
+        self.exit(2, f"error: {self.prog}: {message} (`{self.prog} --help` shows the usage)\n")
+
+
+def _day(text: str) -> date:
+    """A day typed as YYYY-MM-DD, nothing looser (``date.fromisoformat`` also takes ``20261125``)."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass  # right shape, no such day (2026-11-31): the same message
+    raise argparse.ArgumentTypeError(f"{text!r} is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25")
+
+
+def _count(text: str) -> int:
+    """A number of days or lines: a whole number of 1 or more (0 or -1 would silently do nothing)."""
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number of 1 or more")
+    return int(text)
 
 
 def _dagster_home() -> Path:
@@ -402,6 +427,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"PROBLEM no Dagster home at {home} (run dpa setup-warehouse or make ui first)")
         return 1
     os.environ["DAGSTER_HOME"] = str(home)
+    from dpa_assets.configuration import configuration_problems
+
+    if configuration_problems():  # the same one line as every other command, not a traceback
+        raise OperatorError("; ".join(configuration_problems()))
     from dpa_assets.recovery import doctor
 
     instance, defs, warehouse, engine = _recovery_parts(read_only=True)
@@ -411,12 +440,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         doctor.instigator_findings(instance, defs),
         doctor.zombie_findings(instance, policy),
     ]
-    if doctor.warehouse_set_up(engine):
-        days = _recent_days(args.days, None)
-        checks.append(doctor.day_findings(instance, engine, warehouse.display_url(), days))
-        checks.append(doctor.protection_findings(engine))
-    else:
-        checks.append(([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], []))
+    checks.extend(_warehouse_findings(doctor, instance, engine, warehouse, args.days))
     from dpa_assets.alerts.report import sms_configured
 
     checks.append(doctor.alert_findings(defs.resources["alert_journal"].path(), sms_configured()))
@@ -429,6 +453,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(f"ok      {line}")
     print(f"{len(problems)} problem(s)" if problems else "healthy")
     return 1 if problems else 0
+
+
+def _warehouse_findings(doctor, instance, engine, warehouse, days: int) -> list:  # noqa: ANN001 - lazy imports
+    """The days and the protection, or why the warehouse could not be read: a finding, not a traceback."""
+    import sqlalchemy as sa
+
+    try:
+        if not doctor.warehouse_set_up(engine):
+            return [([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], [])]
+        day_findings = doctor.day_findings(instance, engine, warehouse.display_url(), _recent_days(days, None))
+        return [day_findings, doctor.protection_findings(engine)]
+    except sa.exc.DBAPIError as error:
+        return [([_warehouse_fault(error) or str(error)], [])]
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -488,24 +525,24 @@ def cmd_check_defs(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpa", description=__doc__)
+    parser = _OneLineParser(prog="dpa", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step-by-step log")
     commands = parser.add_subparsers(dest="command", required=True)
 
     seed = commands.add_parser("seed-landing", help="write synthetic landing files for recent days")
-    seed.add_argument("--days", type=int, default=3)
-    seed.add_argument("--end", type=date.fromisoformat, help="last day (default: yesterday, Africa/Douala)")
+    seed.add_argument("--days", type=_count, default=3)
+    seed.add_argument("--end", type=_day, help="last day (default: yesterday, Africa/Douala)")
     seed.add_argument("--seed", type=int, default=0)
     seed.add_argument("--landing-dir", help=f"default ${ENV_LANDING_DIR} or <DAGSTER_HOME>/landing")
     seed.set_defaults(handler=cmd_seed_landing)
 
     materialize = commands.add_parser("materialize", help="load days through the Dagster job")
     which = materialize.add_mutually_exclusive_group()
-    which.add_argument("--date", type=date.fromisoformat, action="append", help="a day (repeatable)")
-    which.add_argument("--last", type=int, help="the last N closed days")
+    which.add_argument("--date", type=_day, action="append", help="a day (repeatable)")
+    which.add_argument("--last", type=_count, help="the last N closed days")
     # A range (a backfill) is one run per day: a bad day fails alone, with its own checks and alert.
-    materialize.add_argument("--from", dest="range_from", type=date.fromisoformat, help="first day of a range")
-    materialize.add_argument("--to", dest="range_to", type=date.fromisoformat, help="last day of a range")
+    materialize.add_argument("--from", dest="range_from", type=_day, help="first day of a range")
+    materialize.add_argument("--to", dest="range_to", type=_day, help="last day of a range")
     materialize.add_argument(
         "--no-step-retry",
         action="store_true",
@@ -516,12 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser(
         "backfill", help="load a range of days in ONE run (fast), each day committed and audited on its own"
     )
-    backfill.add_argument("--from", dest="range_from", type=date.fromisoformat, required=True, help="first day")
-    backfill.add_argument("--to", dest="range_to", type=date.fromisoformat, required=True, help="last day (included)")
+    backfill.add_argument("--from", dest="range_from", type=_day, required=True, help="first day")
+    backfill.add_argument("--to", dest="range_to", type=_day, required=True, help="last day (included)")
     backfill.set_defaults(handler=cmd_backfill)
 
     demo = commands.add_parser("demo", help="seed landing files and load them (what `make run` does)")
-    demo.add_argument("--days", type=int, default=3)
+    demo.add_argument("--days", type=_count, default=3)
     demo.set_defaults(handler=cmd_demo)
 
     setup = commands.add_parser("setup-warehouse", help="create warehouse tables and their protection")
@@ -530,8 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     glass = commands.add_parser(
         "break-glass", help="administrator: empty one day's facts and rejects, audited with who and why"
     )
-    glass.add_argument("--date", type=date.fromisoformat, required=True)
-    glass.add_argument("--confirm", type=date.fromisoformat, required=True, help="the same day again")
+    glass.add_argument("--date", type=_day, required=True)
+    glass.add_argument("--confirm", type=_day, required=True, help="the same day again")
     glass.add_argument("--actor", required=True, help="your name, recorded in the audit trail")
     glass.add_argument("--reason", required=True, help="why, recorded in the audit trail")
     glass.set_defaults(handler=cmd_break_glass)
@@ -552,22 +589,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve_api)
 
     alerts = commands.add_parser("alerts", help="print the latest failure alerts from the journal")
-    alerts.add_argument("--last", type=int, default=20)
+    alerts.add_argument("--last", type=_count, default=20)
     alerts.set_defaults(handler=cmd_alerts)
 
     doctor = commands.add_parser("doctor", help="read-only health report; exit 1 when something needs attention")
-    doctor.add_argument("--days", type=int, default=7, help="recent days to compare (default 7)")
+    doctor.add_argument("--days", type=_count, default=7, help="recent days to compare (default 7)")
     doctor.set_defaults(handler=cmd_doctor)
 
     recover = commands.add_parser(
         "recover", help="fail zombie runs, then re-load recent days missing, failed or refused in the ledger"
     )
-    recover.add_argument("--days", type=int, default=3, help="recent days to consider (default 3)")
+    recover.add_argument("--days", type=_count, default=3, help="recent days to consider (default 3)")
     recover.add_argument("--dry-run", action="store_true", help="print the plan only")
     recover.set_defaults(handler=cmd_recover)
 
     partitions = commands.add_parser("list-partitions", help="print the most recent partition keys")
-    partitions.add_argument("--last", type=int, default=7)
+    partitions.add_argument("--last", type=_count, default=7)
     partitions.set_defaults(handler=cmd_list_partitions)
 
     check = commands.add_parser("check-defs", help="load and validate the code location")
@@ -597,11 +634,35 @@ def main(argv: list[str] | None = None) -> int:
         from dpa_assets.warehouse.protection import ProtectedTableMissing, ProtectionIncomplete
         from dpa_assets.warehouse_record import WarehouseDiverged
 
-        if not isinstance(error, (ProtectedTableMissing, ProtectionIncomplete, WarehouseDiverged)):
+        if isinstance(error, (ProtectedTableMissing, ProtectionIncomplete, WarehouseDiverged)):
+            # The operator's next step is in the message; a traceback would only hide it.
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        fault = _warehouse_fault(error)
+        if fault is None or args.verbose:
             raise
-        # The operator's next step is in the message; a traceback would only hide it.
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {fault}", file=sys.stderr)
         return 1
+
+
+def _warehouse_fault(error: Exception) -> str | None:
+    """One line for a database the warehouse cannot be reached in or used by (down, refused, no rights).
+
+    None for anything else, which is a defect of DPA and keeps its traceback.
+    """
+    import sqlalchemy as sa
+
+    if not isinstance(error, sa.exc.DBAPIError):
+        return None
+    # The driver's own first line (psycopg2 and sqlite3 name host/port or file, never the password).
+    reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
+    return f"the warehouse {_warehouse_display_url()} cannot be used: {reason} (`dpa -v ...` shows the trace)"
+
+
+def _warehouse_display_url() -> str:
+    from dpa_assets.definitions import defs
+
+    return defs.resources["warehouse"].display_url()
 
 
 if __name__ == "__main__":

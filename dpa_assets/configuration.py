@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from datetime import date
 
+import sqlalchemy as sa
+
 from dpa_assets.settings import (
     DEFAULT_PARTITION_START,
     DEPLOYMENTS,
@@ -60,9 +62,32 @@ def configuration_problems(environ: Mapping[str, str] | None = None) -> list[str
         date.fromisoformat(start)
     except ValueError:
         problems.append(f"{ENV_PARTITION_START}={start!r} is not a date in YYYY-MM-DD form")
+    url_problem = warehouse_url_problem(env.get(ENV_WAREHOUSE_URL))
+    if url_problem:
+        problems.append(url_problem)
     required = (PRODUCTION_REQUIRED if deployment == "production" else ()) + (API_REQUIRED if source == "api" else ())
     missing = [name for name in required if not env.get(name)]
     if missing:
         why = f"{ENV_DEPLOYMENT}=production" if deployment == "production" else f"{ENV_FREIGHT_SOURCE}=api"
         problems.append(f"{why} needs {', '.join(missing)} set in the environment")
     return problems
+
+
+def warehouse_url_problem(url: str | None) -> str | None:
+    """Why ``DPA_WAREHOUSE_URL`` cannot name a usable warehouse, or None (unset means the local SQLite file).
+
+    The URL itself is never quoted back unparsed: it may hold the password.
+    """
+    if not url:
+        return None
+    usable = "use postgresql+psycopg2://user@host/db or sqlite:///path"
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return f"{ENV_WAREHOUSE_URL} is not a SQLAlchemy URL; {usable}"
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (sa.exc.NoSuchModuleError, ImportError) as error:
+        shown = parsed.render_as_string(hide_password=True)
+        return f"{ENV_WAREHOUSE_URL}={shown}: its driver cannot be loaded ({error}); {usable}"
+    return None
