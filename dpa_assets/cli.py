@@ -60,6 +60,22 @@ def _dagster_home() -> Path:
     return home
 
 
+def _instance():  # noqa: ANN202 - Dagster imported lazily
+    """The home's Dagster instance, after checking the variables its ``dagster.yaml`` reads are set.
+
+    Dagster would otherwise stop with one traceback per missing variable (production's ``DAGSTER_PG_*``).
+    """
+    import dagster as dg
+
+    from dpa_assets.configuration import instance_env_problem
+
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home")
+    problem = instance_env_problem(home / "dagster.yaml")
+    if problem:
+        raise OperatorError(problem)
+    return dg.DagsterInstance.get()
+
+
 def _recent_days(count: int, end: date | None) -> list[date]:
     from dpa_assets.partitions import daily_partitions
 
@@ -111,12 +127,11 @@ def _require_freight_days(days: list[date]) -> None:
 def _materialize_days(
     days: list[date], verbose: bool = False, step_retry: bool = True, summary_days: list[date] | None = None
 ) -> int:
-    import dagster as dg
 
     from dpa_assets.definitions import defs
 
     _require_freight_days(days)
-    instance = dg.DagsterInstance.get()
+    instance = _instance()
     job = defs.resolve_job_def("daily_freight_job")
     failed_runs: dict[date, str] = {}
     for number, day in enumerate(days, start=1):
@@ -229,7 +244,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def _backfill_days(days: list[date], verbose: bool) -> int:
     """One run of ``freight_backfill_job`` for the range, a line per day as it goes, then the table."""
-    import dagster as dg
 
     from dpa_assets import backfill
     from dpa_assets.definitions import defs
@@ -246,7 +260,7 @@ def _backfill_days(days: list[date], verbose: bool) -> int:
         config = run_config_for(verbose, step_retry=True)
         config["ops"] = {BACKFILL_OP: {"config": {"first_day": str(days[0]), "last_day": str(days[-1])}}}
         result = defs.resolve_job_def(BACKFILL_JOB).execute_in_process(
-            instance=dg.DagsterInstance.get(),
+            instance=_instance(),
             raise_on_error=False,
             run_config=config,
             tags={BACKFILL_DAYS_TAG: f"{days[0]}..{days[-1]}"},
@@ -345,7 +359,6 @@ def cmd_break_glass(args: argparse.Namespace) -> int:
 def cmd_new_warehouse(args: argparse.Namespace) -> int:
     """Start an empty warehouse on purpose, recorded in Dagster so earlier loads are not expected in it."""
     _dagster_home()
-    import dagster as dg
 
     from dpa_assets.definitions import defs
     from dpa_assets.warehouse.engine import create_warehouse_engine
@@ -373,7 +386,7 @@ def cmd_new_warehouse(args: argparse.Namespace) -> int:
         ensure_schema(engine)
     finally:
         engine.dispose()
-    record_new_warehouse(dg.DagsterInstance.get(), warehouse.display_url(), args.actor.strip(), args.reason.strip())
+    record_new_warehouse(_instance(), warehouse.display_url(), args.actor.strip(), args.reason.strip())
     print(f"new warehouse started: {warehouse.display_url()} (recorded in Dagster by {args.actor.strip()})")
     return 0
 
@@ -407,7 +420,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def _recovery_parts(read_only: bool) -> tuple:
     """The instance, the definitions, the warehouse resource and an engine (one that installs nothing if read-only)."""
-    import dagster as dg
 
     from dpa_assets.definitions import defs
     from dpa_assets.warehouse.engine import create_warehouse_engine
@@ -417,7 +429,7 @@ def _recovery_parts(read_only: bool) -> tuple:
         engine = create_warehouse_engine(warehouse.resolved_url(), warehouse.lock_timeout_seconds)
     else:
         engine = warehouse.get_engine()  # sets up a warehouse a killed first run never reached
-    return dg.DagsterInstance.get(), defs, warehouse, engine
+    return _instance(), defs, warehouse, engine
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

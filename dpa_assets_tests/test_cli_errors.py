@@ -224,3 +224,29 @@ def test_an_unusable_warehouse_url_is_one_setting_line(tmp_path, url, expected, 
     _assert_one_clear_line(result, *expected)
     assert result.returncode == 2
     assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("materialize", "--date", DAY),
+        ("backfill", "--from", DAY, "--to", DAY),
+        ("recover", "--dry-run"),
+        ("doctor",),
+    ],
+)
+def test_production_without_its_instance_database_variables_is_one_line(tmp_path, command):
+    """The DPA variables are set; the production dagster.yaml's DAGSTER_PG_* are not."""
+    home = tmp_path / "home"
+    production = {
+        "DPA_DEPLOYMENT": "production",
+        "DPA_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'warehouse.sqlite'}",
+        "DPA_LANDING_DIR": str(tmp_path / "landing"),
+        "DPA_ARCHIVE_DIR": str(tmp_path / "archive"),
+    }
+    assert _dpa(home, "alerts", **production).returncode == 0  # installs the production dagster.yaml
+
+    result = _dpa(home, *command, **production)
+
+    _assert_one_clear_line(result, "DAGSTER_PG_USERNAME", "DAGSTER_PG_HOST", "dagster.yaml")
+    assert result.returncode == 2
