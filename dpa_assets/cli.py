@@ -35,6 +35,13 @@ def _day(text: str) -> date:
     raise argparse.ArgumentTypeError(f"{text!r} is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25")
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 1 to 65535 (the socket would refuse anything else with a traceback)."""
+    if not re.fullmatch(r"\d+", text.strip()) or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return int(text)
+
+
 def _count(text: str) -> int:
     """A number of days or lines: a whole number of 1 or more (0 or -1 would silently do nothing)."""
     if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
@@ -399,9 +406,16 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     if not token:
         print(f"set {ENV_FREIGHT_API_TOKEN}: clients must present it as a bearer token", file=sys.stderr)
         return 2
-    server = FreightApiServer(token=token, host=args.host, port=args.port, seed=args.seed)
-    for spec in args.fault or []:
-        server.add_fault(**vars(parse_fault(spec)))
+    try:
+        faults = [parse_fault(spec) for spec in args.fault or []]
+    except ValueError as error:  # an unknown kind, day or count: the message says which
+        raise OperatorError(str(error)) from None
+    try:
+        server = FreightApiServer(token=token, host=args.host, port=args.port, seed=args.seed)
+    except OSError as error:  # the port is taken, or not ours to take
+        raise OperatorError(f"cannot listen on {args.host} port {args.port}: {error.strerror or error}") from None
+    for fault in faults:
+        server.add_fault(**vars(fault))
     print(f"freight API on {server.url}/v1/movements (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
@@ -595,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve-api", help="run the demo freight API (docs/freight-api.md) on loopback")
     serve.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost", "::1"])
-    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--port", type=_port, default=8765)
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--fault", action="append", help="KIND[:DAY[:TIMES]], repeatable (see docs/freight-api.md)")
     serve.set_defaults(handler=cmd_serve_api)

@@ -250,3 +250,28 @@ def test_production_without_its_instance_database_variables_is_one_line(tmp_path
 
     _assert_one_clear_line(result, "DAGSTER_PG_USERNAME", "DAGSTER_PG_HOST", "dagster.yaml")
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--fault", "bogus"), ("'bogus'", "error_503")),
+        (("--fault", "error_503:2026-11-25:x"), ("'x'", "TIMES")),
+        (("--fault", "error_503:2026-13-01:3"), ("'2026-13-01'", "YYYY-MM-DD")),
+        (("--port", "99999"), ("99999", "65535")),
+    ],
+    ids=["unknown fault", "bad times", "bad day", "port out of range"],
+)
+def test_serve_api_bad_arguments_are_one_line(tmp_path, args, expected):
+    result = _dpa(tmp_path / "home", "serve-api", *args, DPA_FREIGHT_API_TOKEN="demo-token")
+    _assert_one_clear_line(result, *expected)
+    assert result.returncode == 2
+
+
+def test_serve_api_on_a_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = _dpa(tmp_path / "home", "serve-api", "--port", port, DPA_FREIGHT_API_TOKEN="demo-token")
+    _assert_one_clear_line(result, port)
