@@ -114,8 +114,20 @@ def run_config_for(verbose: bool, step_retry: bool) -> dict:
         config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     if not step_retry:
         # The on-call at the keyboard wants the verdict now, not after the nightly RetryPolicy's waits.
-        config["resources"] = {"freight_source": {"config": {"retry_step_on_outage": False}}}
+        config["resources"] = {"freight_source": {"config": _freight_source_config(retry_step_on_outage=False)}}
     return config
+
+
+def _freight_source_config(**fields: object) -> dict:
+    """The freight source's run config: these fields, and its variables bound again (names, never values).
+
+    A run's resource config replaces the one of the definitions whole: without the bindings the API
+    source would lose its URL and token.
+    """
+    from dpa_assets.deployments import current_deployment, current_freight_source, freight_source_env_fields
+
+    bound = freight_source_env_fields(current_deployment(), current_freight_source())
+    return {**{field: {"env": name} for field, name in bound.items()}, **fields}
 
 
 def _require_freight_days(days: list[date]) -> None:

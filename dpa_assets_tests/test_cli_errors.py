@@ -275,3 +275,42 @@ def test_serve_api_on_a_port_in_use_is_one_line(tmp_path):
         port = str(taken.getsockname()[1])
         result = _dpa(tmp_path / "home", "serve-api", "--port", port, DPA_FREIGHT_API_TOKEN="demo-token")
     _assert_one_clear_line(result, port)
+
+
+@pytest.fixture
+def demo_api(tmp_path):
+    """`dpa serve-api` as README's "Where freight comes from" starts it, on a free port; its URL."""
+    port = str(_closed_port())
+    env = {**os.environ, "DPA_FREIGHT_API_TOKEN": "demo-token-change-me"}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dpa")), "serve-api", "--port", port],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "freight API on" in process.stdout.readline()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_no_step_retry_works_with_the_api_source(tmp_path, demo_api):
+    """README: `dpa materialize --date D --no-step-retry` ("source down? fail at once"), with the API source."""
+    api = {"DPA_FREIGHT_SOURCE": "api", "DPA_FREIGHT_API_TOKEN": "demo-token-change-me"}
+
+    loaded = _dpa(
+        tmp_path / "home", "materialize", "--date", DAY, "--no-step-retry", DPA_FREIGHT_API_URL=demo_api, **api
+    )
+    down_url = f"http://127.0.0.1:{_closed_port()}"
+    down = _dpa(
+        tmp_path / "home", "materialize", "--date", "2026-11-21", "--no-step-retry", DPA_FREIGHT_API_URL=down_url, **api
+    )
+
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    assert f"{DAY}  loaded" in loaded.stdout
+    assert down.returncode == 1
+    for marker in STACK_MARKERS:
+        assert marker not in down.stdout + down.stderr, down.stdout + down.stderr
+    assert "2026-11-21  failed in raw_freight" in down.stdout
