@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,6 +16,37 @@ BACKFILL_HINT_DAYS = 7  # above this, `dpa materialize` mentions `dpa backfill`
 
 class OperatorError(Exception):
     """Something the operator must change; printed as one line, exit 2."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A mistyped command is one line and exit 2, like every other operator error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override] - exits, as argparse's does
+        self.exit(2, f"error: {self.prog}: {message} (`{self.prog} --help` shows the usage)\n")
+
+
+def _day(text: str) -> date:
+    """A day typed as YYYY-MM-DD, nothing looser (``date.fromisoformat`` also takes ``20261125``)."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass  # right shape, no such day (2026-11-31): the same message
+    raise argparse.ArgumentTypeError(f"{text!r} is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25")
+
+
+def _port(text: str) -> int:
+    """A TCP port number, 1 to 65535 (the socket would refuse anything else with a traceback)."""
+    if not re.fullmatch(r"\d+", text.strip()) or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    """A number of days or lines: a whole number of 1 or more (0 or -1 would silently do nothing)."""
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number of 1 or more")
+    return int(text)
 
 
 def _dagster_home() -> Path:
@@ -33,6 +65,22 @@ def _dagster_home() -> Path:
     install_instance_yaml(home)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def _instance():  # noqa: ANN202 - Dagster imported lazily
+    """The home's Dagster instance, after checking the variables its ``dagster.yaml`` reads are set.
+
+    Dagster would otherwise stop with one traceback per missing variable (production's ``DAGSTER_PG_*``).
+    """
+    import dagster as dg
+
+    from dpa_assets.configuration import instance_env_problem
+
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home")
+    problem = instance_env_problem(home / "dagster.yaml")
+    if problem:
+        raise OperatorError(problem)
+    return dg.DagsterInstance.get()
 
 
 def _recent_days(count: int, end: date | None) -> list[date]:
@@ -70,8 +118,20 @@ def run_config_for(verbose: bool, step_retry: bool) -> dict:
         config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     if not step_retry:
         # The on-call at the keyboard wants the verdict now, not after the nightly RetryPolicy's waits.
-        config["resources"] = {"freight_source": {"config": {"retry_step_on_outage": False}}}
+        config["resources"] = {"freight_source": {"config": _freight_source_config(retry_step_on_outage=False)}}
     return config
+
+
+def _freight_source_config(**fields: object) -> dict:
+    """The freight source's run config: these fields, and its variables bound again (names, never values).
+
+    A run's resource config replaces the one of the definitions whole: without the bindings the API
+    source would lose its URL and token.
+    """
+    from dpa_assets.deployments import current_deployment, current_freight_source, freight_source_env_fields
+
+    bound = freight_source_env_fields(current_deployment(), current_freight_source())
+    return {**{field: {"env": name} for field, name in bound.items()}, **fields}
 
 
 def _require_freight_days(days: list[date]) -> None:
@@ -90,12 +150,11 @@ def _require_freight_days(days: list[date]) -> None:
 def _materialize_days(
     days: list[date], verbose: bool = False, step_retry: bool = True, summary_days: list[date] | None = None
 ) -> int:
-    import dagster as dg
 
     from dpa_assets.definitions import defs
 
     _require_freight_days(days)
-    instance = dg.DagsterInstance.get()
+    instance = _instance()
     job = defs.resolve_job_def("daily_freight_job")
     failed_runs: dict[date, str] = {}
     for number, day in enumerate(days, start=1):
@@ -208,7 +267,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def _backfill_days(days: list[date], verbose: bool) -> int:
     """One run of ``freight_backfill_job`` for the range, a line per day as it goes, then the table."""
-    import dagster as dg
 
     from dpa_assets import backfill
     from dpa_assets.definitions import defs
@@ -225,7 +283,7 @@ def _backfill_days(days: list[date], verbose: bool) -> int:
         config = run_config_for(verbose, step_retry=True)
         config["ops"] = {BACKFILL_OP: {"config": {"first_day": str(days[0]), "last_day": str(days[-1])}}}
         result = defs.resolve_job_def(BACKFILL_JOB).execute_in_process(
-            instance=dg.DagsterInstance.get(),
+            instance=_instance(),
             raise_on_error=False,
             run_config=config,
             tags={BACKFILL_DAYS_TAG: f"{days[0]}..{days[-1]}"},
@@ -324,7 +382,6 @@ def cmd_break_glass(args: argparse.Namespace) -> int:
 def cmd_new_warehouse(args: argparse.Namespace) -> int:
     """Start an empty warehouse on purpose, recorded in Dagster so earlier loads are not expected in it."""
     _dagster_home()
-    import dagster as dg
 
     from dpa_assets.definitions import defs
     from dpa_assets.warehouse.engine import create_warehouse_engine
@@ -352,7 +409,7 @@ def cmd_new_warehouse(args: argparse.Namespace) -> int:
         ensure_schema(engine)
     finally:
         engine.dispose()
-    record_new_warehouse(dg.DagsterInstance.get(), warehouse.display_url(), args.actor.strip(), args.reason.strip())
+    record_new_warehouse(_instance(), warehouse.display_url(), args.actor.strip(), args.reason.strip())
     print(f"new warehouse started: {warehouse.display_url()} (recorded in Dagster by {args.actor.strip()})")
     return 0
 
@@ -365,9 +422,16 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     if not token:
         print(f"set {ENV_FREIGHT_API_TOKEN}: clients must present it as a bearer token", file=sys.stderr)
         return 2
-    server = FreightApiServer(token=token, host=args.host, port=args.port, seed=args.seed)
-    for spec in args.fault or []:
-        server.add_fault(**vars(parse_fault(spec)))
+    try:
+        faults = [parse_fault(spec) for spec in args.fault or []]
+    except ValueError as error:  # an unknown kind, day or count: the message says which
+        raise OperatorError(str(error)) from None
+    try:
+        server = FreightApiServer(token=token, host=args.host, port=args.port, seed=args.seed)
+    except OSError as error:  # the port is taken, or not ours to take
+        raise OperatorError(f"cannot listen on {args.host} port {args.port}: {error.strerror or error}") from None
+    for fault in faults:
+        server.add_fault(**vars(fault))
     print(f"freight API on {server.url}/v1/movements (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
@@ -386,7 +450,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def _recovery_parts(read_only: bool) -> tuple:
     """The instance, the definitions, the warehouse resource and an engine (one that installs nothing if read-only)."""
-    import dagster as dg
 
     from dpa_assets.definitions import defs
     from dpa_assets.warehouse.engine import create_warehouse_engine
@@ -396,7 +459,7 @@ def _recovery_parts(read_only: bool) -> tuple:
         engine = create_warehouse_engine(warehouse.resolved_url(), warehouse.lock_timeout_seconds)
     else:
         engine = warehouse.get_engine()  # sets up a warehouse a killed first run never reached
-    return dg.DagsterInstance.get(), defs, warehouse, engine
+    return _instance(), defs, warehouse, engine
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -406,6 +469,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"PROBLEM no Dagster home at {home} (run dpa setup-warehouse or make ui first)")
         return 1
     os.environ["DAGSTER_HOME"] = str(home)
+    from dpa_assets.configuration import configuration_problems
+
+    if configuration_problems():  # the same one line as every other command, not a traceback
+        raise OperatorError("; ".join(configuration_problems()))
     from dpa_assets.recovery import doctor
 
     instance, defs, warehouse, engine = _recovery_parts(read_only=True)
@@ -415,13 +482,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         doctor.instigator_findings(instance, defs),
         doctor.zombie_findings(instance, policy),
     ]
-    if doctor.warehouse_set_up(engine):
-        days = _recent_days(args.days, None)
-        source = defs.resources["freight_source"]
-        checks.append(doctor.day_findings(instance, engine, warehouse.display_url(), days, source.delivered))
-        checks.append(doctor.protection_findings(engine))
-    else:
-        checks.append(([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], []))
+    source = defs.resources["freight_source"]
+    checks.extend(_warehouse_findings(doctor, instance, engine, warehouse, args.days, source.delivered))
     from dpa_assets.alerts.report import sms_configured
 
     checks.append(doctor.alert_findings(defs.resources["alert_journal"].path(), sms_configured()))
@@ -434,6 +496,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(f"ok      {line}")
     print(f"{len(problems)} problem(s)" if problems else "healthy")
     return 1 if problems else 0
+
+
+def _warehouse_findings(doctor, instance, engine, warehouse, days: int, delivered) -> list:  # noqa: ANN001 - lazy imports
+    """The days and the protection, or why the warehouse could not be read: a finding, not a traceback.
+
+    ``delivered``: the freight source's "is this day there to fetch?" (a day waiting for its file says so).
+    """
+    import sqlalchemy as sa
+
+    try:
+        if not doctor.warehouse_set_up(engine):
+            return [([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], [])]
+        recent = _recent_days(days, None)
+        day_findings = doctor.day_findings(instance, engine, warehouse.display_url(), recent, delivered)
+        return [day_findings, doctor.protection_findings(engine)]
+    except sa.exc.DBAPIError as error:
+        return [([_warehouse_fault(error) or str(error)], [])]
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -496,24 +575,24 @@ def cmd_check_defs(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpa", description=__doc__)
+    parser = _OneLineParser(prog="dpa", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step-by-step log")
     commands = parser.add_subparsers(dest="command", required=True)
 
     seed = commands.add_parser("seed-landing", help="write synthetic landing files for recent days")
-    seed.add_argument("--days", type=int, default=3)
-    seed.add_argument("--end", type=date.fromisoformat, help="last day (default: yesterday, Africa/Douala)")
+    seed.add_argument("--days", type=_count, default=3)
+    seed.add_argument("--end", type=_day, help="last day (default: yesterday, Africa/Douala)")
     seed.add_argument("--seed", type=int, default=0)
     seed.add_argument("--landing-dir", help=f"default ${ENV_LANDING_DIR} or <DAGSTER_HOME>/landing")
     seed.set_defaults(handler=cmd_seed_landing)
 
     materialize = commands.add_parser("materialize", help="load days through the Dagster job")
     which = materialize.add_mutually_exclusive_group()
-    which.add_argument("--date", type=date.fromisoformat, action="append", help="a day (repeatable)")
-    which.add_argument("--last", type=int, help="the last N closed days")
+    which.add_argument("--date", type=_day, action="append", help="a day (repeatable)")
+    which.add_argument("--last", type=_count, help="the last N closed days")
     # A range (a backfill) is one run per day: a bad day fails alone, with its own checks and alert.
-    materialize.add_argument("--from", dest="range_from", type=date.fromisoformat, help="first day of a range")
-    materialize.add_argument("--to", dest="range_to", type=date.fromisoformat, help="last day of a range")
+    materialize.add_argument("--from", dest="range_from", type=_day, help="first day of a range")
+    materialize.add_argument("--to", dest="range_to", type=_day, help="last day of a range")
     materialize.add_argument(
         "--no-step-retry",
         action="store_true",
@@ -524,12 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser(
         "backfill", help="load a range of days in ONE run (fast), each day committed and audited on its own"
     )
-    backfill.add_argument("--from", dest="range_from", type=date.fromisoformat, required=True, help="first day")
-    backfill.add_argument("--to", dest="range_to", type=date.fromisoformat, required=True, help="last day (included)")
+    backfill.add_argument("--from", dest="range_from", type=_day, required=True, help="first day")
+    backfill.add_argument("--to", dest="range_to", type=_day, required=True, help="last day (included)")
     backfill.set_defaults(handler=cmd_backfill)
 
     demo = commands.add_parser("demo", help="seed landing files and load them (what `make run` does)")
-    demo.add_argument("--days", type=int, default=3)
+    demo.add_argument("--days", type=_count, default=3)
     demo.set_defaults(handler=cmd_demo)
 
     setup = commands.add_parser("setup-warehouse", help="create warehouse tables and their protection")
@@ -538,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     glass = commands.add_parser(
         "break-glass", help="administrator: empty one day's facts and rejects, audited with who and why"
     )
-    glass.add_argument("--date", type=date.fromisoformat, required=True)
-    glass.add_argument("--confirm", type=date.fromisoformat, required=True, help="the same day again")
+    glass.add_argument("--date", type=_day, required=True)
+    glass.add_argument("--confirm", type=_day, required=True, help="the same day again")
     glass.add_argument("--actor", required=True, help="your name, recorded in the audit trail")
     glass.add_argument("--reason", required=True, help="why, recorded in the audit trail")
     glass.set_defaults(handler=cmd_break_glass)
@@ -554,28 +633,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve-api", help="run the demo freight API (docs/freight-api.md) on loopback")
     serve.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost", "::1"])
-    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--port", type=_port, default=8765)
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--fault", action="append", help="KIND[:DAY[:TIMES]], repeatable (see docs/freight-api.md)")
     serve.set_defaults(handler=cmd_serve_api)
 
     alerts = commands.add_parser("alerts", help="print the latest failure alerts from the journal")
-    alerts.add_argument("--last", type=int, default=20)
+    alerts.add_argument("--last", type=_count, default=20)
     alerts.set_defaults(handler=cmd_alerts)
 
     doctor = commands.add_parser("doctor", help="read-only health report; exit 1 when something needs attention")
-    doctor.add_argument("--days", type=int, default=7, help="recent days to compare (default 7)")
+    doctor.add_argument("--days", type=_count, default=7, help="recent days to compare (default 7)")
     doctor.set_defaults(handler=cmd_doctor)
 
     recover = commands.add_parser(
         "recover", help="fail zombie runs, then re-load recent days missing, failed or refused in the ledger"
     )
-    recover.add_argument("--days", type=int, default=3, help="recent days to consider (default 3)")
+    recover.add_argument("--days", type=_count, default=3, help="recent days to consider (default 3)")
     recover.add_argument("--dry-run", action="store_true", help="print the plan only")
     recover.set_defaults(handler=cmd_recover)
 
     partitions = commands.add_parser("list-partitions", help="print the most recent partition keys")
-    partitions.add_argument("--last", type=int, default=7)
+    partitions.add_argument("--last", type=_count, default=7)
     partitions.set_defaults(handler=cmd_list_partitions)
 
     check = commands.add_parser("check-defs", help="load and validate the code location")
@@ -605,11 +684,35 @@ def main(argv: list[str] | None = None) -> int:
         from dpa_assets.warehouse.protection import ProtectedTableMissing, ProtectionIncomplete
         from dpa_assets.warehouse_record import WarehouseDiverged
 
-        if not isinstance(error, (ProtectedTableMissing, ProtectionIncomplete, WarehouseDiverged)):
+        if isinstance(error, (ProtectedTableMissing, ProtectionIncomplete, WarehouseDiverged)):
+            # The operator's next step is in the message; a traceback would only hide it.
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        fault = _warehouse_fault(error)
+        if fault is None or args.verbose:
             raise
-        # The operator's next step is in the message; a traceback would only hide it.
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {fault}", file=sys.stderr)
         return 1
+
+
+def _warehouse_fault(error: Exception) -> str | None:
+    """One line for a database the warehouse cannot be reached in or used by (down, refused, no rights).
+
+    None for anything else, which is a defect of DPA and keeps its traceback.
+    """
+    import sqlalchemy as sa
+
+    if not isinstance(error, sa.exc.DBAPIError):
+        return None
+    # The driver's own first line (psycopg2 and sqlite3 name host/port or file, never the password).
+    reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
+    return f"the warehouse {_warehouse_display_url()} cannot be used: {reason} (`dpa -v ...` shows the trace)"
+
+
+def _warehouse_display_url() -> str:
+    from dpa_assets.definitions import defs
+
+    return defs.resources["warehouse"].display_url()
 
 
 if __name__ == "__main__":

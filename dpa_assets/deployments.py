@@ -82,6 +82,20 @@ def sms_gateway() -> SmsGatewayResource:
     return SmsGatewayResource(**{field: dg.EnvVar(name) for field, name in names.items() if os.environ.get(name)})
 
 
+def freight_source_env_fields(deployment: str, freight_source: str) -> dict[str, str]:
+    """The freight source's fields bound to environment variables (field -> variable name).
+
+    Shared by the definitions and by a run config that sets one more field of the source: Dagster
+    replaces a resource's whole config with the run's, so that config must bind these again.
+    """
+    if freight_source == "api":
+        return {"base_url": ENV_FREIGHT_API_URL, "token": ENV_FREIGHT_API_TOKEN}
+    if deployment == "production":
+        # Production names every location explicitly: a missing variable fails the run, loudly.
+        return {"landing_dir": ENV_LANDING_DIR}
+    return {}
+
+
 def build_resources(deployment: str, freight_source: str = "landing") -> dict[str, object]:
     """The resources of one deployment.
 
@@ -101,13 +115,13 @@ def build_resources(deployment: str, freight_source: str = "landing") -> dict[st
     elif deployment == "production":
         # Production names every location explicitly: a missing variable fails the run, loudly.
         warehouse = WarehouseResource(url=dg.EnvVar(ENV_WAREHOUSE_URL))
-        landing = LandingDirSource(landing_dir=dg.EnvVar(ENV_LANDING_DIR))
+        landing = LandingDirSource(**_env_bound(freight_source_env_fields(deployment, "landing")))
         archive = PayloadArchiveResource(archive_dir=dg.EnvVar(ENV_ARCHIVE_DIR))
     else:
         raise ValueError(f"unknown deployment {deployment!r}; allowed: {', '.join(DEPLOYMENTS)}")
     source: FreightSource = landing
     if freight_source == "api":
-        source = HttpFreightApiSource(base_url=dg.EnvVar(ENV_FREIGHT_API_URL), token=dg.EnvVar(ENV_FREIGHT_API_TOKEN))
+        source = HttpFreightApiSource(**_env_bound(freight_source_env_fields(deployment, "api")))
     return {
         "freight_source": source,
         "payload_archive": archive,
@@ -119,3 +133,7 @@ def build_resources(deployment: str, freight_source: str = "landing") -> dict[st
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
         "io_manager": IntermediateIOManager(),
     }
+
+
+def _env_bound(fields: dict[str, str]) -> dict[str, dg.EnvVar]:
+    return {field: dg.EnvVar(name) for field, name in fields.items()}

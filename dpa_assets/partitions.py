@@ -56,6 +56,7 @@ def require_known_partition(partition_key: str) -> date:
         raise dg.Failure(
             f"Partition {partition_key!r} is not a day of the freight partition set "
             f"(first day {daily_partitions.start.date()}, last closed day "
-            f"{daily_partitions.get_last_partition_key()})."
+            f"{daily_partitions.get_last_partition_key()}).",
+            allow_retries=False,  # waiting cannot close a future day: the step RetryPolicy must not hold the run
         )
     return date.fromisoformat(partition_key)

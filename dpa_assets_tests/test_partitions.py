@@ -44,3 +44,22 @@ def test_start_date_is_configurable_and_checked(monkeypatch):
 def test_keys_outside_the_partition_set_are_refused(key):
     with pytest.raises(dg.Failure, match="not a day of the freight partition set"):
         require_known_partition(key)
+
+
+def test_a_day_outside_the_set_is_refused_without_step_retries(tmp_path):
+    """`dagster job execute -j daily_freight_job --tags '{"dagster/partition": "2027-01-01"}'`: refused once.
+
+    Retrying cannot make a future day closed; the nightly RetryPolicy would hold the run for minutes.
+    """
+    from dpa_assets.definitions import defs
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = defs.resolve_job_def("daily_freight_job").execute_in_process(
+            instance=instance, tags={"dagster/partition": "2099-01-01"}, raise_on_error=False
+        )
+
+    assert not result.success
+    retries = [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries == []
+    failures = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert failures and "not a day of the freight partition set" in str(failures[0].event_specific_data.error)

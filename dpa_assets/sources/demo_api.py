@@ -52,9 +52,22 @@ class Fault:
 
 
 def parse_fault(spec: str) -> Fault:
-    """``KIND[:DAY[:TIMES]]`` as given to ``dpa serve-api --fault``."""
+    """``KIND[:DAY[:TIMES]]`` as given to ``dpa serve-api --fault``; ``ValueError`` saying which part is wrong."""
     kind, day, times = (spec.split(":") + ["", ""])[:3]
+    if day and not _is_day(day):
+        raise ValueError(f"fault {spec!r}: {day!r} is not a day in YYYY-MM-DD form")
+    if times and not (times.isdigit() or times == "-1"):
+        raise ValueError(f"fault {spec!r}: {times!r} is not a number of TIMES (a count, or -1 for every request)")
     return Fault(kind=kind, day=day or None, times=int(times) if times else 1)
+
+
+def _is_day(text: str) -> bool:
+    """A day as the API's ``date`` parameter spells it (YYYY-MM-DD; a fault on another spelling never fires)."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == len("YYYY-MM-DD")
 
 
 @functools.lru_cache(maxsize=64)

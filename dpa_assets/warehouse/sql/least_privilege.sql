@@ -1,7 +1,8 @@
 -- Least-privilege role for the nightly pipeline on PostgreSQL.
 --
--- Run as the warehouse owner (or a superuser) with psql, AFTER `dpa setup-warehouse` has created
--- the tables, their protection and the dpa_* functions as that owner:
+-- Run as the warehouse owner (it needs CREATEROLE to create the role the first time) or a superuser,
+-- with psql, AFTER `dpa setup-warehouse` has created the tables, their protection and the dpa_*
+-- functions as that owner:
 --
 --   psql "$OWNER_URL" -v pipeline_password="$DPA_PIPELINE_PASSWORD" -f least_privilege.sql
 --
@@ -11,6 +12,9 @@
 -- which remove a day only if the same transaction writes that day's audit row, and dpa_facts_digest
 -- (reads a day's digest). It may not call dpa_break_glass. `dpa setup-warehouse` reports these privileges ("dpa_pipeline privileges").
 -- Point DPA_WAREHOUSE_URL at this role: postgresql+psycopg2://dpa_pipeline:<password>@host/db
+
+-- psql would go on after an error and exit 0: stop at the first one, so a failure is never taken for success.
+\set ON_ERROR_STOP on
 
 DO $$
 BEGIN
