@@ -42,7 +42,12 @@ from dpa_assets.warehouse.ledger import (
 from dpa_assets.warehouse.protection import ProtectedTableMissing
 from dpa_assets.warehouse.reports import shipment_ids_loaded_elsewhere
 from dpa_assets.warehouse.tables import facts as facts_table
-from dpa_assets.warehouse_record import WarehouseDiverged, recorded_loads, verify_warehouse_matches_dagster
+from dpa_assets.warehouse_record import (
+    WarehouseDiverged,
+    recorded_loads,
+    verify_warehouse_matches_dagster,
+    verify_warehouse_still_there,
+)
 
 GROUP = "freight"
 OWNERS = ["team:freight-data"]
@@ -222,6 +227,8 @@ def validate_day(
 def refuse_diverged_warehouse(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> None:
     """Fail the step, writing nothing, when committed days Dagster recorded are gone from the warehouse."""
     try:
+        # Before get_engine(), which sets up a warehouse it finds empty: a deleted one stays deleted.
+        verify_warehouse_still_there(instance, warehouse.existing_engine(), warehouse.display_url())
         verify_warehouse_matches_dagster(instance, warehouse.get_engine(), warehouse.display_url())
     except WarehouseDiverged as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error

@@ -180,7 +180,8 @@ def _day_outcome(defs, day: date, result) -> str:  # noqa: ANN001 - Dagster type
     if result.success:
         return "loaded"
     try:
-        audit_row = latest_audit(defs.resources["warehouse"].get_engine(), day)
+        engine = defs.resources["warehouse"].existing_engine()  # a refused run's warehouse is left as it is
+        audit_row = latest_audit(engine, day) if engine is not None else None
     except Exception:  # noqa: BLE001 - the warehouse itself may be the problem; the step error says why
         audit_row = None
     if audit_row and audit_row["run_id"] == result.run_id and audit_row["status"] in ("blocked", "refused"):
@@ -191,14 +192,16 @@ def _day_outcome(defs, day: date, result) -> str:  # noqa: ANN001 - Dagster type
 
 def _print_summary(days: list[date], failed_runs: dict[date, str] | None = None) -> None:
     from dpa_assets.definitions import defs
+    from dpa_assets.recovery.doctor import warehouse_set_up
     from dpa_assets.warehouse.reports import latest_audit, partition_counts
 
     warehouse = defs.resources["warehouse"]
-    engine = warehouse.get_engine()
+    engine = warehouse.existing_engine()  # reads only: a warehouse a refused run found gone stays gone
+    readable = engine is not None and warehouse_set_up(engine)
     print(f"{'day':<11} {'status':<10} {'received':>8} {'loaded':>7} {'rejected':>8}")
     for day in days:
-        row = latest_audit(engine, day)
-        counts = partition_counts(engine, day)
+        row = latest_audit(engine, day) if readable else None
+        counts = partition_counts(engine, day) if readable else {"facts": 0}
         status = row["status"] if row else "not run"
         if day in (failed_runs or {}) and (row is None or row["run_id"] != failed_runs[day]):
             status = "failed"  # failed before the warehouse recorded anything of this run

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from dpa_assets.settings import (
     DEFAULT_MAX_REJECTION_RATE,
@@ -202,6 +202,20 @@ def _engine_for(url: str, lock_timeout_seconds: float) -> Engine:
     return engine
 
 
+@functools.cache
+def _plain_engine_for(url: str, lock_timeout_seconds: float) -> Engine:
+    return create_warehouse_engine(url, lock_timeout_seconds)
+
+
+def sqlite_file_missing(url: str) -> bool:
+    """Whether the URL names a SQLite database file that is not there."""
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return False
+    return not Path(path).exists()
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """The data warehouse (SQLite file or PostgreSQL) holding facts, rejects and the audit trail."""
 
@@ -230,6 +244,15 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def get_engine(self) -> Engine:
         return _engine_for(self.resolved_url(), self.lock_timeout_seconds)
+
+    def existing_engine(self) -> Engine | None:
+        """The warehouse as it is, creating nothing: no tables set up, and None for a SQLite file that
+        does not exist (connecting would create it). For the checks and reports that must not turn a
+        deleted warehouse into an empty one."""
+        url = self.resolved_url()
+        if sqlite_file_missing(url):
+            return None
+        return _plain_engine_for(url, self.lock_timeout_seconds)
 
     def retry_settings(self) -> RetrySettings:
         return RetrySettings(max_attempts=self.lock_retry_attempts, base_delay_seconds=self.lock_retry_base_seconds)

@@ -160,6 +160,36 @@ def divergences(
     return problems
 
 
+def verify_warehouse_still_there(instance: dg.DagsterInstance, engine: Engine | None, warehouse: str) -> None:
+    """Stop before anything is set up when a warehouse Dagster recorded loads into is gone as a whole.
+
+    Setting up the tables of a deleted SQLite file (or of a PostgreSQL schema wiped of every DPA
+    table) would leave an empty warehouse where the loads were: the next run would still see the
+    divergence, but the README promises nothing is recreated empty.
+
+    Args:
+        instance: the Dagster instance holding the materialization record.
+        engine: the warehouse as it is (``WarehouseResource.existing_engine``); None: the file is gone.
+        warehouse: the warehouse's masked URL, as recorded in materialization metadata.
+    """
+    recorded = recorded_loads(instance, warehouse)
+    if not recorded:
+        return
+    if engine is not None:
+        with engine.connect() as connection:
+            if set(sa.inspect(connection).get_table_names()) & {facts.name, audit.name}:
+                return  # set up: a dropped table is ensure_schema's and the comparison's to name
+    days = sorted(recorded)
+    shown = ", ".join(day.isoformat() for day in days[:SHOWN_DAYS]) + (
+        f" and {len(days) - SHOWN_DAYS} more" if len(days) > SHOWN_DAYS else ""
+    )
+    raise WarehouseDiverged(
+        f"the warehouse {warehouse} is gone (no file, or none of its tables) but Dagster recorded loads of "
+        f"{shown} in it. Nothing was written or created. Restore the warehouse from backup, or start a new "
+        "one on purpose with `dpa new-warehouse`"
+    )
+
+
 def verify_warehouse_matches_dagster(instance: dg.DagsterInstance, engine: Engine, warehouse: str) -> None:
     """Stop before writing when the warehouse lost or changed committed days Dagster knows of.
 

@@ -96,7 +96,30 @@ def test_next_run_refuses_and_names_the_lost_days(home, damage):
     if before is not None:
         assert after == before  # nothing recreated, nothing written
     else:
-        assert not after or not after.get("warehouse_facts")
+        assert not _tables(home)  # a deleted warehouse is not recreated empty
+
+
+def _tables(home: Path) -> list[str]:
+    if not _warehouse(home).exists():
+        return []
+    with sqlite3.connect(_warehouse(home)) as connection:
+        return [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+
+@pytest.mark.parametrize("selection", ["warehouse_facts", "*"])
+def test_a_deleted_warehouse_is_not_recreated_by_a_run_launched_with_dagster(home, selection):
+    # The UI's and the dagster CLI's path: one asset alone, or all of them, for a day already validated.
+    assert _load(home, *LOADED_DAYS, NEXT_DAY).returncode == 0
+    _delete_file(home)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DPA_")}
+    env["DAGSTER_HOME"] = str(home)
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    command = [dagster, "asset", "materialize", "-m", "dpa_assets.definitions", "--partition", NEXT_DAY]
+    result = subprocess.run([*command, "--select", selection], env=env, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode != 0
+    assert LOADED_DAYS[0] in result.stdout + result.stderr
+    assert not _tables(home)
 
 
 NEW_WAREHOUSE = (
