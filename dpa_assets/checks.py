@@ -23,6 +23,7 @@ from dpa_assets.warehouse.reports import (
     quarantined_count,
     stored_digest,
     unique_index_enforced,
+    warehouse_set_up,
 )
 
 # The preview warning is printed on every code-location load; we chose the feature deliberately.
@@ -215,7 +216,9 @@ def freshness_evaluation(now: datetime, warehouse: WarehouseResource) -> dg.Asse
         a late one a WARN.
     """
     day, _deadline = expected_day(now)
-    verdict = judge_freshness(now, first_loaded_at(warehouse.get_engine(), [day]))
+    engine = warehouse.existing_engine()  # a clock check never sets a warehouse up
+    loaded = first_loaded_at(engine, [day]) if engine is not None and warehouse_set_up(engine) else {}
+    verdict = judge_freshness(now, loaded)
     return dg.AssetCheckEvaluation(
         asset_key=FRESHNESS_CHECK.asset_key,
         check_name=FRESHNESS_CHECK.name,

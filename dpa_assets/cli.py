@@ -192,8 +192,7 @@ def _day_outcome(defs, day: date, result) -> str:  # noqa: ANN001 - Dagster type
 
 def _print_summary(days: list[date], failed_runs: dict[date, str] | None = None) -> None:
     from dpa_assets.definitions import defs
-    from dpa_assets.recovery.doctor import warehouse_set_up
-    from dpa_assets.warehouse.reports import latest_audit, partition_counts
+    from dpa_assets.warehouse.reports import latest_audit, partition_counts, warehouse_set_up
 
     warehouse = defs.resources["warehouse"]
     engine = warehouse.existing_engine()  # reads only: a warehouse a refused run found gone stays gone
@@ -508,8 +507,10 @@ def _warehouse_findings(doctor, instance, engine, warehouse, days: int, delivere
     """
     import sqlalchemy as sa
 
+    from dpa_assets.warehouse.reports import warehouse_set_up
+
     try:
-        if not doctor.warehouse_set_up(engine):
+        if not warehouse_set_up(engine):
             return [([f"warehouse {warehouse.display_url()} is not set up (dpa setup-warehouse)"], [])]
         recent = _recent_days(days, None)
         day_findings = doctor.day_findings(instance, engine, warehouse.display_url(), recent, delivered)
@@ -522,8 +523,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
     """The cold-restart runbook: fail zombie runs, then re-load the recent days the ledger lacks."""
     _dagster_home()
     from dpa_assets.recovery.catchup import HELD, MISSING, RELOAD, DayState, read_day_states, runs_by_day
-    from dpa_assets.recovery.doctor import warehouse_set_up
     from dpa_assets.recovery.zombies import detect_zombies, fail_zombies
+    from dpa_assets.warehouse.reports import warehouse_set_up
 
     instance, defs, _warehouse, engine = _recovery_parts(read_only=args.dry_run)
     zombies = detect_zombies(instance, defs.resources["recovery_policy"])

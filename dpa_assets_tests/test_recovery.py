@@ -378,3 +378,22 @@ def test_recover_and_doctor_say_which_day_waits_for_its_landing_file(tmp_path, m
     waiting = next(line for line in doctor.splitlines() if line.startswith(f"PROBLEM {newer}:"))
     assert "not delivered yet" in waiting and "dpa recover" not in waiting
     assert "dpa recover" in next(line for line in doctor.splitlines() if line.startswith(f"PROBLEM {older}:"))
+
+
+def test_catch_up_and_the_freshness_check_never_create_a_missing_warehouse(instance, tmp_path):
+    # A deleted warehouse file must stay deleted until a person restores it: a tick that set up
+    # empty tables would leave an empty warehouse where the loads were.
+    from dpa_assets.checks import freshness_evaluation
+
+    missing = tmp_path / "gone" / "warehouse.sqlite"
+    missing.parent.mkdir()
+    warehouse = WarehouseResource(url=f"sqlite:///{missing}")
+    policy = RecoveryPolicyResource(catch_up_days=2, catch_up_after_hours=0)
+    resources = {"recovery_policy": policy, "warehouse": warehouse, "freight_source": _delivered(tmp_path)}
+
+    result = freight_catch_up_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    evaluation = freshness_evaluation(datetime.now(UTC), warehouse)
+
+    assert len(result.run_requests) == 2  # the runs decide: they refuse a warehouse Dagster knew
+    assert not evaluation.passed
+    assert not missing.exists()

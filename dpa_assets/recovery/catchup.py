@@ -17,7 +17,7 @@ from dpa_assets.partitions import LOCAL_TZ, daily_partitions, partition_bounds
 from dpa_assets.recovery.zombies import IN_FLIGHT, PARTITION_TAG
 from dpa_assets.settings import BACKFILL_JOB, BACKFILL_OP
 from dpa_assets.warehouse.ledger import BLOCKED, BREAK_GLASS, FAILED, LOADED, REFUSED, VALIDATED
-from dpa_assets.warehouse.reports import latest_audit, latest_loaded_audit
+from dpa_assets.warehouse.reports import latest_audit, latest_loaded_audit, warehouse_set_up
 
 # What a day's ledger says, in the words of the plan.
 OK, MISSING, INTERRUPTED = "loaded", "missing", "interrupted"
@@ -57,8 +57,14 @@ def ledger_state(latest: dict | None, current_load: dict | None) -> tuple[str, s
     return (OK, "") if status == LOADED else (MISSING, f"latest audit status {status}")
 
 
-def read_day_states(engine: Engine, days: Iterable[date]) -> list[DayState]:
-    """The ledger state of each day, in the given order; reads only."""
+def read_day_states(engine: Engine | None, days: Iterable[date]) -> list[DayState]:
+    """The ledger state of each day, in the given order; reads only.
+
+    ``engine`` None (a SQLite file that is not there) or a warehouse not set up: every day is missing.
+    """
+    days = list(days)
+    if engine is None or not warehouse_set_up(engine):
+        return [DayState(day, MISSING, "warehouse not set up") for day in days]
     states = []
     for day in days:
         state, detail = ledger_state(latest_audit(engine, day), latest_loaded_audit(engine, day))

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import dagster as dg
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from dpa_assets.alerts.delivery import delivery_state
@@ -17,7 +16,7 @@ from dpa_assets.alerts.journal import read_journal
 from dpa_assets.recovery.catchup import HELD, OK, read_day_states
 from dpa_assets.recovery.policy import RecoveryPolicyResource
 from dpa_assets.recovery.zombies import PARTITION_TAG, detect_zombies
-from dpa_assets.settings import AUDIT_TABLE, BACKFILL_JOB
+from dpa_assets.settings import BACKFILL_JOB
 from dpa_assets.warehouse.protection import MISSING, protection_status
 from dpa_assets.warehouse.reports import latest_loaded_audit
 from dpa_assets.warehouse_record import RecordedLoad, recorded_loads
@@ -147,11 +146,6 @@ def protection_findings(engine: Engine) -> Findings:
         else:
             notes.append(line)
     return problems, notes
-
-
-def warehouse_set_up(engine: Engine) -> bool:
-    with engine.connect() as connection:
-        return AUDIT_TABLE in sa.inspect(connection).get_table_names()
 
 
 def now_utc() -> datetime:

@@ -64,7 +64,7 @@ def freight_catch_up_sensor(
         DayState(state.day, NOT_DELIVERED, state.detail)
         if state.state in RELOAD and freight_source.delivered(state.day.isoformat()) is False
         else state
-        for state in read_day_states(warehouse.get_engine(), days)
+        for state in read_day_states(warehouse.existing_engine(), days)  # never sets a warehouse up
     ]
     in_flight, last_attempt = runs_by_day(context.instance, days)
     chosen = days_to_request(

@@ -129,3 +129,9 @@ def first_loaded_at(engine: Engine, days: list[date]) -> dict[date, datetime]:
             loaded_at = row.loaded_at if isinstance(row.loaded_at, datetime) else datetime.fromisoformat(row.loaded_at)
             result[row.partition_date] = loaded_at if loaded_at.tzinfo else loaded_at.replace(tzinfo=UTC)
         return result
+
+
+def warehouse_set_up(engine: Engine) -> bool:
+    """Whether the warehouse's tables exist (reads the catalog, creates nothing)."""
+    with engine.connect() as connection:
+        return audit.name in sa.inspect(connection).get_table_names()
