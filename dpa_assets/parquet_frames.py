@@ -121,7 +121,10 @@ def _encode(values: pd.Series, field: str, arrays: dict[str, pa.Array]) -> dict:
     codec: dict = {"field": field, "dtype": str(dtype)}
     if isinstance(dtype, pd.StringDtype):
         codec.update(kind="string", storage=dtype.storage, na="na" if dtype.na_value is pd.NA else "nan")
-        arrays[field], codec["text"] = _text_array(values.to_numpy(dtype=object, na_value=None))
+        if dtype.storage == "pyarrow":  # already Arrow strings: stored as they are, no Python object per value
+            arrays[field], codec["text"] = pa.array(values.array), _UTF8
+        else:
+            arrays[field], codec["text"] = _text_array(values.to_numpy(dtype=object, na_value=None))
     elif isinstance(dtype, np.dtype) and dtype.kind == "O":
         codec["kind"] = "object"
         text, kinds = values.to_numpy(), None
@@ -153,9 +156,10 @@ def _decode(stored: Callable[[str], pa.ChunkedArray], codec: dict) -> pd.Series:
     column = stored(codec["field"])
     kind, dtype = codec["kind"], codec["dtype"]
     if kind == "string":
-        na_value = pd.NA if codec["na"] == "na" else np.nan
-        text = _text_values(column, codec["text"])
-        return pd.Series(pd.array(text, dtype=pd.StringDtype(codec["storage"], na_value=na_value)))
+        dtype = pd.StringDtype(codec["storage"], na_value=pd.NA if codec["na"] == "na" else np.nan)
+        if codec["storage"] == "pyarrow" and codec["text"] == _UTF8:  # Arrow strings stay Arrow strings
+            return pd.Series(pd.array(column, dtype=dtype), copy=False)
+        return pd.Series(pd.array(_text_values(column, codec["text"]), dtype=dtype))
     if kind == "object":
         text = _text_values(column, codec["text"])
         if "missing" in codec:

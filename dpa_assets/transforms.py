@@ -18,6 +18,8 @@ from json.encoder import encode_basestring
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
 
 from dpa_assets.column_bounds import (
     FACT_BOUNDS,
@@ -33,9 +35,9 @@ from dpa_assets.column_bounds import (
 )
 from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.partitions import partition_bounds
-from dpa_assets.schemas import UTC_TIMESTAMP, freight_schema
+from dpa_assets.schemas import ARROW_TEXT, UTC_TIMESTAMP, freight_schema
 from dpa_assets.sources.payload import SOURCE_LINE
-from dpa_assets.text_vectors import NINE, ZERO, JoinedTexts, ascii_digits, join_texts
+from dpa_assets.text_vectors import NINE, ZERO, JoinedTexts, ascii_digits, join_texts, shared_texts
 from dpa_assets.warehouse.tables import rejects as reject_table
 
 NUMBER_COLUMNS = ("net_tonnage", "revenue_xaf")
@@ -74,11 +76,13 @@ class _Received:
     text: np.ndarray
     present: np.ndarray
     joined: JoinedTexts  # of text[present]
+    # The received column as Arrow held it, when ``text`` is that column with empty fields missing.
+    arrow: pa_arrow.Array | None = None
 
 
 def _blank_to_na(values: pd.Series) -> _Received:
     """Strip surrounding spaces; an empty field (or a value that is not text) is a missing value (None)."""
-    received = values.to_numpy(dtype=object)
+    received, arrow = _python_texts(values)
     try:
         joined = join_texts(received)
     except TypeError:  # not all text: each value on its own
@@ -89,13 +93,29 @@ def _blank_to_na(values: pd.Series) -> _Received:
     # Only the values that begin or end oddly (or are empty) are looked at one by one.
     odd = np.flatnonzero(joined.stripped_or_empty())
     if not len(odd):
-        return _Received(received, np.arange(len(received)), joined)
+        return _Received(received, np.arange(len(received)), joined, arrow)
     text = received.copy()
     text[odd] = [value.strip() or None for value in received[odd]]
     present = np.flatnonzero(np.not_equal(text, None))
     if all(before == after or before == "" for before, after in zip(received[odd], text[odd], strict=True)):
-        return _Received(text, present, joined.without_empty(present))  # only empty fields went
+        return _Received(text, present, joined.without_empty(present), arrow)  # only empty fields went
     return _Received(text, present, join_texts(text[present]))
+
+
+def _python_texts(values: pd.Series) -> tuple[np.ndarray, pa_arrow.Array | None]:
+    """A received column as Python objects, and its Arrow array when Arrow holds it (a CSV payload's text).
+
+    Arrow text becomes one ``str`` per distinct value, for this column's typing only; the day stays in Arrow.
+    """
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        arrow = pa_arrow.array(values.array)
+        return shared_texts(arrow), arrow
+    return values.to_numpy(dtype=object), None
+
+
+def stripped_texts(values: pd.Series) -> list:
+    """``values.str.strip().tolist()``, stripped by Python's ``str.strip`` whether or not Arrow holds the text."""
+    return pd.Series(_python_texts(values)[0], dtype=object).str.strip().tolist()
 
 
 def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
@@ -129,8 +149,20 @@ def _type_texts(received: _Received, bound: ColumnBound) -> tuple[object, np.nda
     """Texts as pandas strings, and the rows whose text the column cannot store (rule ``fits_column``)."""
     fits = np.ones(len(received.text), dtype=bool)
     fits[received.present] = present_texts_fit(received.joined, bound)
-    kept = received.text if fits.all() else np.where(fits, received.text, None)
-    return pd.array(kept, dtype="string"), np.flatnonzero(~fits), FITS_COLUMN
+    return _arrow_texts(received, fits), np.flatnonzero(~fits), FITS_COLUMN
+
+
+def _arrow_texts(received: _Received, fits: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """The texts that fit (others missing) as Arrow strings: a text that fits holds no lone surrogate.
+
+    Text received in Arrow is kept where it is (no copy of its characters) when only missing values differ.
+    """
+    kept = fits.copy()
+    kept[np.equal(received.text, None)] = False
+    if received.arrow is not None:
+        texts = received.arrow if kept.all() else pc.if_else(kept, received.arrow, None)
+        return pd.array(texts, dtype=ARROW_TEXT)
+    return pd.array(np.where(kept, received.text, None), dtype=ARROW_TEXT)
 
 
 _POWERS_OF_TEN_INT = 10 ** np.arange(16, dtype=np.int64)
@@ -508,7 +540,8 @@ def _rejects(raw: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
     """One quarantine row per rejected received row: its values as received (JSON) and every reason."""
     rows = reasons["row"].to_numpy()
     rejected_rows = np.unique(rows)
-    received = {column: raw[column].to_numpy(dtype=object)[rejected_rows] for column in RAW_COLUMNS}
+    # The rejected rows first: a column Arrow holds becomes Python objects for those rows only.
+    received = {column: raw[column].iloc[rejected_rows].to_numpy(dtype=object) for column in RAW_COLUMNS}
     return pd.DataFrame(
         {
             "source_line": raw[SOURCE_LINE].iloc[rejected_rows].astype(int).tolist(),
@@ -538,7 +571,7 @@ def _reason_texts(raw: pd.DataFrame, reasons: pd.DataFrame) -> dict[str, list[st
     rows = reasons["row"].to_numpy()
     values = np.empty(len(reasons), dtype=object)
     for column, positions in reasons.groupby("column", sort=False).indices.items():
-        values[positions] = raw[column].to_numpy(dtype=object)[rows[positions]]
+        values[positions] = raw[column].iloc[rows[positions]].to_numpy(dtype=object)
     columns, rules = reasons["column"].tolist(), reasons["rule"].tolist()
     pieces, unstorable = _json_pieces(values)
     documents = list(
