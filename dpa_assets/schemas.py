@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pandera.typing import Series
 
 from dpa_assets.reference import commodity_payloads, station_names
-from dpa_assets.text_vectors import ZERO, ascii_digits, join_texts
+from dpa_assets.text_vectors import ZERO, JoinedTexts, arrow_joined, ascii_digits, join_texts
 
 UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="us", tz="UTC")
 # Typed text is held by Arrow: a value costs its UTF-8 bytes and an offset, where a Python str costs
@@ -40,15 +40,17 @@ _LUHN_DOUBLED = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9])  # 2d, less 9 above 9, 
 
 def uic_numbers_valid(values: pd.Series) -> pd.Series:
     """``is_valid_uic_number`` of every value at once, on a matrix of digits (False for non-text)."""
-    texts = values.to_numpy(dtype=object)
-    try:
-        textual, joined = np.arange(len(texts)), join_texts(texts)
-    except TypeError:  # not all text: only the texts can be wagon numbers
-        textual = np.flatnonzero([isinstance(value, str) for value in texts])
-        joined = join_texts(texts[textual])
+    textual, joined = _arrow_code_points(values)
+    if joined is None:
+        texts = values.to_numpy(dtype=object)
+        try:
+            textual, joined = np.arange(len(texts)), join_texts(texts)
+        except TypeError:  # not all text: only the texts can be wagon numbers
+            textual = np.flatnonzero([isinstance(value, str) for value in texts])
+            joined = join_texts(texts[textual])
     # Twelve characters, each an ASCII digit (str.isdigit alone would take other scripts' digits).
     shaped = (joined.lengths == 12) & (joined.per_text_sum(~ascii_digits(joined.codes)) == 0)
-    valid = np.zeros(len(texts), dtype=bool)
+    valid = np.zeros(len(values), dtype=bool)
     rows, starts = textual[shaped], joined.starts[shaped]
     # A slice of numbers at a time: the digit matrix and its positions take 8 bytes a digit (200 MiB
     # at 1,000,000 rows at once, the validation's peak).
@@ -62,6 +64,15 @@ def uic_numbers_valid(values: pd.Series) -> pd.Series:
 
 
 _LUHN_SLICE_ROWS = 65_536
+
+
+def _arrow_code_points(values: pd.Series) -> tuple[np.ndarray, JoinedTexts | None]:
+    """Where the texts of Arrow-held ASCII text are, and their code points read in place; (_, None) otherwise."""
+    if not (isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"):
+        return np.zeros(0, dtype=np.int64), None
+    column = pa_arrow.array(values.array)
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    return np.flatnonzero(present), arrow_joined(column.filter(present) if column.null_count else column)
 
 
 class FreightMovement(pa.DataFrameModel):

@@ -18,11 +18,12 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpa_assets import assets
+from dpa_assets import assets, parquet_frames
 from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.intermediate_io_manager import IntermediateIOManager
 from dpa_assets.parquet_frames import read_frame, write_frame
@@ -135,6 +136,20 @@ def frames(draw: st.DrawFn) -> pd.DataFrame:
 def test_any_frame_comes_back_exactly(frame, tmp_path):
     write_frame(frame, tmp_path / "frame.parquet")
 
+    assert_identical(frame, read_frame(tmp_path / "frame.parquet"))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frame=frames(), arrow_text=st.lists(st.text(st.characters(exclude_categories=("Cs",))) | st.none(), max_size=9))
+def test_any_frame_comes_back_exactly_from_many_row_groups(frame, arrow_text, tmp_path):
+    """A day is written a row group at a time (bounded writer memory); the groups read back as one frame."""
+    frame = frame.copy()
+    frame["arrow_text"] = pd.array((arrow_text * len(frame))[: len(frame)] or [None] * len(frame), dtype=ARROW_TEXT)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parquet_frames, "ROW_GROUP_ROWS", 2)
+        write_frame(frame, tmp_path / "frame.parquet")
+
+    assert pq.ParquetFile(tmp_path / "frame.parquet").num_row_groups == max(1, -(-len(frame) // 2))
     assert_identical(frame, read_frame(tmp_path / "frame.parquet"))
 
 
