@@ -27,6 +27,7 @@ from dpa_assets.sources.payload import SOURCE_LINE, PayloadError
 from dpa_assets.transforms import (
     ValidationOutcome,
     facts_checksum,
+    stripped_texts,
     to_facts,
     top_rejection_reasons,
     validate_freight,
@@ -205,8 +206,10 @@ def validate_day(
     return_freed_memory()
     day = date.fromisoformat(key)
     engine = warehouse.get_engine()
-    loaded_elsewhere = shipment_ids_loaded_elsewhere(engine, raw["shipment_id"].str.strip().tolist(), day)
+    loaded_elsewhere = shipment_ids_loaded_elsewhere(engine, stripped_texts(raw["shipment_id"]), day)
+    release_free_heap()  # the ids as Python text and the query (~200 MiB at 1,000,000 rows) are gone
     outcome = dataclasses.replace(validate_freight(raw, key, loaded_elsewhere), validation_run_id=run_id)
+    release_free_heap()  # the typed day and the rules' arrays are gone; the outcome is stored next
     blocked = validation_policy.blocks(outcome.rows_rejected, outcome.rows_received)
     # Rejects are stored even when the day is blocked: the quarantine is what the on-call reads.
     # The verdict is stored too: the partition commit refuses a blocked day whatever launches it.

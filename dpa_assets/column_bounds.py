@@ -68,9 +68,20 @@ def texts_fit(values: pd.Series, bound: ColumnBound) -> pd.Series:
     """True where a text (or a missing value) is storable as it is: no NUL, valid UTF-8, within the length."""
     strings = values.astype("string")
     present = strings.notna().to_numpy()
+    texts = strings.to_numpy(dtype=object)[present]
+    # A slice at a time: the code points and their masks take ~130 bytes a text (a day's ids: 120 MiB at once).
     fits = np.ones(len(strings), dtype=bool)
-    fits[present] = present_texts_fit(join_texts(strings.to_numpy(dtype=object)[present]), bound)
+    fits[present] = np.concatenate(
+        [np.zeros(0, dtype=bool)]
+        + [
+            present_texts_fit(join_texts(texts[at : at + FIT_SLICE_TEXTS]), bound)
+            for at in range(0, len(texts), FIT_SLICE_TEXTS)
+        ]
+    )
     return pd.Series(fits, index=values.index)
+
+
+FIT_SLICE_TEXTS = 100_000
 
 
 def present_texts_fit(texts: JoinedTexts, bound: ColumnBound) -> np.ndarray:

@@ -100,6 +100,29 @@ def join_texts(texts: np.ndarray | list[str]) -> JoinedTexts:
     return JoinedTexts(codes=codes, starts=np.cumsum(lengths) - lengths, lengths=lengths)
 
 
+def arrow_joined(column: pa.Array) -> JoinedTexts | None:
+    """The code points of Arrow texts, read in place (no Python string per value), when every text is ASCII.
+
+    In ASCII a byte is a character, so the UTF-8 bytes are the code points and the offsets the starts.
+
+    Args:
+        column: Arrow strings (``string`` or ``large_string``) without a null.
+
+    Returns:
+        The texts as ``join_texts`` gives them, or None when a text is not ASCII or is missing
+        (the caller joins Python strings then).
+    """
+    if column.null_count:
+        return None
+    width = np.int64 if pa.types.is_large_string(column.type) else np.int32
+    _, offsets, data = column.buffers()
+    offsets = np.frombuffer(offsets, dtype=width)[column.offset : column.offset + len(column) + 1].astype(np.int64)
+    codes = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+    if codes.size and codes.max() > 127:
+        return None
+    return JoinedTexts(codes=codes, starts=offsets[:-1] - offsets[0], lengths=np.diff(offsets))
+
+
 def _code_points(text: str) -> np.ndarray:
     try:  # ASCII and Latin-1 (accented names) fit a byte per code point
         return np.frombuffer(text.encode("latin-1"), dtype=np.uint8)

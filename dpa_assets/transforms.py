@@ -18,6 +18,8 @@ from json.encoder import encode_basestring
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
 
 from dpa_assets.column_bounds import (
     FACT_BOUNDS,
@@ -33,9 +35,10 @@ from dpa_assets.column_bounds import (
 )
 from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.partitions import partition_bounds
-from dpa_assets.schemas import UTC_TIMESTAMP, freight_schema
+from dpa_assets.process_memory import release_free_heap
+from dpa_assets.schemas import ARROW_TEXT, UTC_TIMESTAMP, freight_schema
 from dpa_assets.sources.payload import SOURCE_LINE
-from dpa_assets.text_vectors import NINE, ZERO, JoinedTexts, ascii_digits, join_texts
+from dpa_assets.text_vectors import NINE, ZERO, JoinedTexts, arrow_joined, ascii_digits, join_texts, shared_texts
 from dpa_assets.warehouse.tables import rejects as reject_table
 
 NUMBER_COLUMNS = ("net_tonnage", "revenue_xaf")
@@ -69,33 +72,68 @@ class ValidationOutcome:
 
 @dataclass(frozen=True)
 class _Received:
-    """One received column: values stripped (None where missing), where values are, and their code points."""
+    """One received column: where values are, their code points, and the values stripped (None where missing)."""
 
-    text: np.ndarray
+    rows: int
     present: np.ndarray
-    joined: JoinedTexts  # of text[present]
+    joined: JoinedTexts  # of the present values
+    # The received column as Arrow held it, when the present values are its values as they are.
+    arrow: pa_arrow.Array | None = None
+    stripped: np.ndarray | None = None  # None when ``arrow`` holds every value, with nothing to strip
+
+    @property
+    def text(self) -> np.ndarray:
+        """Every value as Python text, None where missing (from Arrow: one ``str`` per distinct value, when asked)."""
+        return self.stripped if self.stripped is not None else shared_texts(self.arrow)
+
+    def texts_at(self, positions: np.ndarray) -> list[str]:
+        """The values at ``positions`` (where values are) as Python text."""
+        if self.stripped is not None:
+            return self.stripped[positions].tolist()
+        return self.arrow.take(positions).to_pylist()
 
 
 def _blank_to_na(values: pd.Series) -> _Received:
     """Strip surrounding spaces; an empty field (or a value that is not text) is a missing value (None)."""
-    received = values.to_numpy(dtype=object)
-    try:
-        joined = join_texts(received)
-    except TypeError:  # not all text: each value on its own
-        text = np.empty(len(received), dtype=object)
-        text[:] = [value.strip() or None if isinstance(value, str) else None for value in received]
-        present = np.flatnonzero(np.not_equal(text, None))
-        return _Received(text, present, join_texts(text[present]))
-    # Only the values that begin or end oddly (or are empty) are looked at one by one.
-    odd = np.flatnonzero(joined.stripped_or_empty())
+    arrow = _arrow_of(values)
+    joined = arrow_joined(arrow) if arrow is not None else None
+    if joined is not None:
+        odd = np.flatnonzero(joined.stripped_or_empty())
+        if not len(odd):  # a CSV day's ASCII text with nothing to strip: no Python string per value
+            return _Received(len(arrow), np.arange(len(arrow)), joined, arrow)
+    received = shared_texts(arrow) if arrow is not None else values.to_numpy(dtype=object)
+    if joined is None:
+        try:
+            joined = join_texts(received)
+        except TypeError:  # not all text: each value on its own
+            text = np.empty(len(received), dtype=object)
+            text[:] = [value.strip() or None if isinstance(value, str) else None for value in received]
+            present = np.flatnonzero(np.not_equal(text, None))
+            return _Received(len(text), present, join_texts(text[present]), stripped=text)
+        # Only the values that begin or end oddly (or are empty) are looked at one by one.
+        odd = np.flatnonzero(joined.stripped_or_empty())
     if not len(odd):
-        return _Received(received, np.arange(len(received)), joined)
+        return _Received(len(received), np.arange(len(received)), joined, arrow, received)
     text = received.copy()
     text[odd] = [value.strip() or None for value in received[odd]]
     present = np.flatnonzero(np.not_equal(text, None))
     if all(before == after or before == "" for before, after in zip(received[odd], text[odd], strict=True)):
-        return _Received(text, present, joined.without_empty(present))  # only empty fields went
-    return _Received(text, present, join_texts(text[present]))
+        return _Received(len(text), present, joined.without_empty(present), arrow, text)  # only empty fields went
+    return _Received(len(text), present, join_texts(text[present]), stripped=text)
+
+
+def _arrow_of(values: pd.Series) -> pa_arrow.Array | None:
+    """The column's Arrow array when Arrow holds its text (a CSV payload's), else None."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        return pa_arrow.array(values.array)
+    return None
+
+
+def stripped_texts(values: pd.Series) -> list:
+    """``values.str.strip().tolist()``, stripped by Python's ``str.strip`` whether or not Arrow holds the text."""
+    arrow = _arrow_of(values)
+    texts = shared_texts(arrow) if arrow is not None else values.to_numpy(dtype=object)
+    return pd.Series(texts, dtype=object).str.strip().tolist()
 
 
 def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
@@ -127,10 +165,22 @@ def type_raw_values(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict
 
 def _type_texts(received: _Received, bound: ColumnBound) -> tuple[object, np.ndarray, str]:
     """Texts as pandas strings, and the rows whose text the column cannot store (rule ``fits_column``)."""
-    fits = np.ones(len(received.text), dtype=bool)
+    fits = np.ones(received.rows, dtype=bool)
     fits[received.present] = present_texts_fit(received.joined, bound)
-    kept = received.text if fits.all() else np.where(fits, received.text, None)
-    return pd.array(kept, dtype="string"), np.flatnonzero(~fits), FITS_COLUMN
+    return _arrow_texts(received, fits), np.flatnonzero(~fits), FITS_COLUMN
+
+
+def _arrow_texts(received: _Received, fits: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """The texts that fit (others missing) as Arrow strings: a text that fits holds no lone surrogate.
+
+    Text received in Arrow is kept where it is (no copy of its characters) when only missing values differ.
+    """
+    kept = np.zeros(received.rows, dtype=bool)
+    kept[received.present] = fits[received.present]
+    if received.arrow is not None:
+        texts = received.arrow if kept.all() else pc.if_else(kept, received.arrow, None)
+        return pd.array(texts, dtype=ARROW_TEXT)
+    return pd.array(np.where(kept, received.text, None), dtype=ARROW_TEXT)
 
 
 _POWERS_OF_TEN_INT = 10 ** np.arange(16, dtype=np.int64)
@@ -139,7 +189,7 @@ _POWERS_OF_TEN = _POWERS_OF_TEN_INT.astype(np.float64)  # exact doubles (below 2
 
 def _type_numbers(received: _Received, bound: ColumnBound, whole: bool) -> tuple[object, np.ndarray, np.ndarray]:
     """Typed numbers (float, or Int64 when ``whole``), and the failing rows with their rule."""
-    text, present = received.text, received.present
+    rows, present = received.rows, received.present
     fraction = not whole and bound.integer_range is None  # a decimal point cannot change what such a column stores
     plain, mantissa, scale = _plain_numerals(received.joined, fraction)
     rules = np.full(len(present), None, dtype=object)
@@ -149,7 +199,7 @@ def _type_numbers(received: _Received, bound: ColumnBound, whole: bool) -> tuple
     numbers = mantissa if whole else mantissa / _POWERS_OF_TEN[scale]
     # Anything else (signs, exponents, long or odd spellings) is read one distinct text at a time.
     odd = np.flatnonzero(~plain)
-    odd_texts = text[present[odd]].tolist()
+    odd_texts = received.texts_at(present[odd])
     verdicts = {value: _read_number(value, bound, whole) for value in set(odd_texts)}
     found = [verdicts[value] for value in odd_texts]
     rules[odd] = [rule for rule, _ in found]
@@ -157,10 +207,10 @@ def _type_numbers(received: _Received, bound: ColumnBound, whole: bool) -> tuple
     failed = np.not_equal(rules, None)
     kept = present[~failed]
     if whole:
-        data, missing = np.zeros(len(text), dtype=np.int64), np.ones(len(text), dtype=bool)
+        data, missing = np.zeros(rows, dtype=np.int64), np.ones(rows, dtype=bool)
         data[kept], missing[kept] = numbers[~failed], False
         return pd.arrays.IntegerArray(data, missing), present[failed], rules[failed]
-    typed = np.full(len(text), np.nan)
+    typed = np.full(rows, np.nan)
     typed[kept] = numbers[~failed]
     return typed, present[failed], rules[failed]
 
@@ -482,13 +532,19 @@ def validate_freight(
     """
     raw = raw.reset_index(drop=True)
     typed, parse_failures, missing = type_raw_values(raw)
+    # Each stage frees Python text and arrays of ~100 MiB at 1,000,000 rows: their pages go back to
+    # the system before the next stage allocates (malloc keeps them otherwise; process_memory).
+    release_free_heap()
     schema = freight_schema(*partition_bounds(partition_key), loaded_elsewhere)
     reasons = _ordered_reasons(parse_failures, _schema_reasons(schema, typed, parse_failures, missing))
+    release_free_heap()
     rejected = np.zeros(len(raw), dtype=bool)
     rejected[reasons["row"].to_numpy()] = True
+    rejects = _rejects(raw, reasons)  # before the valid rows are copied out: their peaks do not add up
+    release_free_heap()
     valid = typed[~rejected]
     valid.insert(0, SOURCE_LINE, raw[SOURCE_LINE][~rejected])
-    return ValidationOutcome(partition_key, valid.reset_index(drop=True), _rejects(raw, reasons), len(raw))
+    return ValidationOutcome(partition_key, valid.reset_index(drop=True), rejects, len(raw))
 
 
 def _ordered_reasons(parse_failures: pd.DataFrame, schema_reasons: pd.DataFrame) -> pd.DataFrame:
@@ -508,7 +564,8 @@ def _rejects(raw: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
     """One quarantine row per rejected received row: its values as received (JSON) and every reason."""
     rows = reasons["row"].to_numpy()
     rejected_rows = np.unique(rows)
-    received = {column: raw[column].to_numpy(dtype=object)[rejected_rows] for column in RAW_COLUMNS}
+    # The rejected rows first: a column Arrow holds becomes Python objects for those rows only.
+    received = {column: raw[column].iloc[rejected_rows].to_numpy(dtype=object) for column in RAW_COLUMNS}
     return pd.DataFrame(
         {
             "source_line": raw[SOURCE_LINE].iloc[rejected_rows].astype(int).tolist(),
@@ -538,7 +595,7 @@ def _reason_texts(raw: pd.DataFrame, reasons: pd.DataFrame) -> dict[str, list[st
     rows = reasons["row"].to_numpy()
     values = np.empty(len(reasons), dtype=object)
     for column, positions in reasons.groupby("column", sort=False).indices.items():
-        values[positions] = raw[column].to_numpy(dtype=object)[rows[positions]]
+        values[positions] = raw[column].iloc[rows[positions]].to_numpy(dtype=object)
     columns, rules = reasons["column"].tolist(), reasons["rule"].tolist()
     pieces, unstorable = _json_pieces(values)
     documents = list(
@@ -578,7 +635,8 @@ def top_rejection_reasons(rejects: pd.DataFrame, limit: int = 10) -> pd.DataFram
 
 def to_facts(valid: pd.DataFrame, partition_key: str) -> pd.DataFrame:
     """Shape valid movements as warehouse fact rows for one partition."""
-    facts = valid.loc[:, [c for c in FACT_COLUMNS if c != "partition_date"]].copy()
+    # No .copy(): pandas copies on write, so the columns changed below are new and the rest are shared.
+    facts = valid.loc[:, [c for c in FACT_COLUMNS if c != "partition_date"]]
     facts.insert(0, "partition_date", date.fromisoformat(partition_key))
     for column in ("revenue_xaf", "wagon_count"):
         facts[column] = _whole_numbers(facts[column].astype(float).round(), column)
@@ -587,11 +645,19 @@ def to_facts(valid: pd.DataFrame, partition_key: str) -> pd.DataFrame:
 
 def _in_shipment_order(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows sorted by shipment id (stable); rows already in that order, as a day usually is, stay as they are."""
+    return frame if _in_order(frame["shipment_id"]) else frame.sort_values("shipment_id", kind="stable")
+
+
+def _in_order(ids: pd.Series) -> bool:
+    """Whether the ids never decrease: one pass, where a sort compares n log n times."""
+    arrow = _arrow_of(ids)
+    if arrow is not None and not arrow.null_count:
+        # Compared by Arrow, no Python string per id: UTF-8 byte order is the code point order str uses.
+        return len(arrow) < 2 or pc.all(pc.less_equal(arrow[:-1], arrow[1:])).as_py()
     try:
-        in_order = frame["shipment_id"].is_monotonic_increasing  # one pass, where a sort compares n log n times
+        return ids.is_monotonic_increasing
     except TypeError:
-        in_order = False
-    return frame if in_order else frame.sort_values("shipment_id", kind="stable")
+        return False
 
 
 def _whole_numbers(values: pd.Series, column: str) -> pd.Series:

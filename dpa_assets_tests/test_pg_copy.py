@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tracemalloc
 import uuid
 from datetime import date
 
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dpa_assets.warehouse import pg_copy
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import as_records
 from dpa_assets.warehouse.pg_copy import ROWS_PER_SLICE, copy_frame
@@ -242,3 +244,40 @@ def test_negative_zero_keeps_its_sign(plain_engine):
         stored = connection.exec_driver_sql("SELECT net_tonnage::text FROM warehouse_facts").scalar_one()
         transaction.rollback()
     assert stored == "-0"
+
+
+def test_long_values_are_laid_out_a_piece_at_a_time(plain_engine, monkeypatch):
+    """A slice of rejects carries ~1 KiB of JSON a row: its bytes are placed about a MiB at a time, not all at once."""
+    rows = 2_000
+    records = [f'{{"n": {n}, "text": "{"é" * (n % 7)}{"x" * 2_000}"}}' for n in range(rows)]
+    ids = [None if n % 5 == 0 else "" if n % 5 == 1 else f"S{n}" for n in range(rows)]
+    frame = pd.DataFrame(
+        {
+            "partition_date": date(2026, 11, 20),
+            "validation_run_id": "v",
+            "source_line": range(rows),
+            "shipment_id": pd.Series(ids, dtype=object),
+            "raw_record": records,
+            "reasons": "[]",
+            "reason_summary": "x",
+        }
+    )
+    payload = sum(len(record.encode()) for record in records)
+    with plain_engine.connect() as connection:
+        transaction = connection.begin()
+        tracemalloc.start()
+        try:
+            _copy(connection, rejects, frame)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        monkeypatch.setattr(pg_copy, "SCATTER_BYTES", 5)  # pieces smaller than one value, empty and NULL ones
+        _copy(connection, rejects, frame.assign(partition_date=date(2026, 11, 21)))
+        stored = connection.exec_driver_sql(
+            "SELECT partition_date, source_line, shipment_id, raw_record FROM freight_rejects ORDER BY source_line"
+        ).all()
+        transaction.rollback()
+    for day in (date(2026, 11, 20), date(2026, 11, 21)):
+        kept = [tuple(row[1:]) for row in stored if row[0] == day]
+        assert kept == list(zip(range(rows), ids, records, strict=True))
+    assert peak < 8 * payload  # the positions of every byte at once took ~24 bytes per byte

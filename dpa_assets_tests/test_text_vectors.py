@@ -6,11 +6,13 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpa_assets.column_bounds import UNSTORABLE_CHARACTER, ColumnBound, present_texts_fit
-from dpa_assets.text_vectors import join_texts
+from dpa_assets.schemas import ARROW_TEXT
+from dpa_assets.text_vectors import arrow_joined, join_texts
 from dpa_assets.transforms import _HAS_OFFSET, _blank_to_na, _end_with_offset, _plain_numerals
 
 # Characters near every rule: digits of other scripts, Unicode spaces, NUL, lone surrogates, signs, points.
@@ -77,3 +79,37 @@ def test_plain_numerals_read_in_slices_as_at_once(values, fraction, slice_texts)
     for column, whole in enumerate(at_once):
         parts = [part[column] for part in sliced if part is not None]
         assert np.array_equal(np.concatenate(parts) if parts else whole[:0], whole)
+
+
+# What a UTF-8 payload can carry (Arrow text): no lone surrogate.
+UTF8_CHARACTERS = ODD_CHARACTERS.replace("\ud800", "").replace("\udfff", "")
+utf8_texts = st.text(st.sampled_from(UTF8_CHARACTERS) | st.characters(exclude_categories=("Cs",)), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(utf8_texts | st.none(), max_size=12), st.integers(min_value=0, max_value=3), st.booleans())
+def test_arrow_text_read_in_place_gives_the_joined_code_points(values, skip, large):
+    column = pa.array(values, type=pa.large_string() if large else pa.string()).slice(min(skip, len(values)))
+    values = values[min(skip, len(values)) :]
+    joined = arrow_joined(column)
+    if any(value is None or not value.isascii() for value in values):
+        assert joined is None  # the caller joins Python strings instead
+        return
+    expected = join_texts(values)
+    assert joined.codes.tolist() == expected.codes.tolist()
+    assert joined.starts.tolist() == expected.starts.tolist()
+    assert joined.lengths.tolist() == expected.lengths.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(utf8_texts | st.none(), max_size=12))
+def test_blank_to_na_of_arrow_text_strips_like_str_strip(values):
+    received = _blank_to_na(pd.Series(pd.array(values, dtype=ARROW_TEXT)))
+    expected = [value.strip() or None if isinstance(value, str) else None for value in values]
+    assert received.text.tolist() == expected
+    present = [i for i, value in enumerate(expected) if value is not None]
+    assert received.present.tolist() == present
+    assert received.texts_at(np.array(present, dtype=np.int64)) == [expected[i] for i in present]
+    present_values = [value for value in expected if value is not None]
+    assert received.joined.lengths.tolist() == [len(value) for value in present_values]
+    assert [chr(code) for code in received.joined.codes] == list("".join(present_values))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import date
 
 import pandas as pd
+import pyarrow as pa_arrow
 import pytest
 
+from dpa_assets.freight_model import RAW_COLUMNS
 from dpa_assets.partitions import partition_bounds
-from dpa_assets.schemas import freight_schema
+from dpa_assets.schemas import ARROW_TEXT, freight_schema
 from dpa_assets.sources.generator import generate_day
-from dpa_assets.sources.payload import SOURCE_LINE
+from dpa_assets.sources.payload import SOURCE_LINE, ReceivedPayload, parse_csv
 from dpa_assets.transforms import (
     _schema_reasons,
     facts_checksum,
@@ -22,6 +26,15 @@ from dpa_assets.transforms import (
 )
 
 DAY = "2026-11-20"
+TEXT_COLUMNS = (
+    "shipment_id",
+    "waybill_number",
+    "wagon_number",
+    "origin_station",
+    "destination_station",
+    "commodity",
+    "customer",
+)
 EXPECTED_RULE = {
     "bad_check_digit": ("wagon_number", "uic_check_digit"),
     "unknown_station": ("destination_station", "known_station"),
@@ -164,3 +177,39 @@ def test_a_rule_the_fast_path_does_not_evaluate_is_refused_not_skipped():
     schema = freight_schema(*partition_bounds(DAY)).update_column("shipment_id", unique=True)
     with pytest.raises(RuntimeError, match="unique="):
         _schema_reasons(schema, typed, failures, missing)
+
+
+def _csv_day(records: list[dict]) -> pd.DataFrame:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(RAW_COLUMNS)
+    writer.writerows([record[column] for column in RAW_COLUMNS] for record in records)
+    return parse_csv(ReceivedPayload("day.csv", text.getvalue().encode())).frame
+
+
+def test_a_csv_day_is_typed_into_arrow_text_without_a_python_object_per_value():
+    """The received text stays in Arrow: a typed text column that lost no value is the received column itself."""
+    raw = _csv_day(generate_day(date.fromisoformat(DAY), rows=300, bad_fraction=0).records)
+    typed, _, _ = type_raw_values(raw)
+
+    for column in TEXT_COLUMNS:
+        assert typed[column].dtype == ARROW_TEXT
+        received = pa_arrow.array(raw[column].array)
+        assert pa_arrow.array(typed[column].array).buffers()[2].address == received.buffers()[2].address
+    outcome = validate_freight(raw, DAY)
+    assert all(outcome.valid[column].dtype == ARROW_TEXT for column in TEXT_COLUMNS)
+
+
+def test_text_arrow_cannot_hold_is_quarantined_and_the_rest_typed_into_arrow():
+    """A JSON payload can carry a lone surrogate (not UTF-8): its row is rejected, the others are Arrow text."""
+    records = [dict(record) for record in generate_day(date.fromisoformat(DAY), rows=20, bad_fraction=0).records]
+    records[3]["customer"], records[5]["commodity"] = "Bois \ud800", "  "  # unstorable; blank
+    typed, failures, _ = type_raw_values(frame_of(records))
+
+    assert typed["customer"].dtype == typed["commodity"].dtype == ARROW_TEXT
+    assert typed["customer"].isna().tolist() == [row == 3 for row in range(20)]
+    assert typed["commodity"].isna().tolist() == [row == 5 for row in range(20)]
+    assert failures[["row", "column", "rule"]].values.tolist() == [[3, "customer", "fits_column"]]
+    outcome = validate_freight(frame_of(records), DAY)
+    assert sorted(outcome.rejects["source_line"]) == [5, 7]
+    assert "\\ud800" in outcome.rejects["raw_record"].iloc[0]  # the quarantine keeps the value, escaped

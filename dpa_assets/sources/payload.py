@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from dpa_assets.freight_model import RAW_COLUMNS
-from dpa_assets.text_vectors import shared_texts
+from dpa_assets.schemas import ARROW_TEXT
 
 SOURCE_LINE = "source_line"  # 1-based line in the received file, kept so rejects point back to it
 _CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(14, 32)) + b"\x7f"
@@ -117,7 +117,8 @@ def parse_csv(payload: ReceivedPayload) -> ParsedPayload:
         payload: the bytes as received.
 
     Returns:
-        One row per movement, every value a string, plus ``source_line``.
+        One row per movement, every value a string, plus ``source_line``. The strings are held by
+        Arrow (``ARROW_TEXT``), not as a Python object each: decoded text holds no lone surrogate.
     """
     text, encoding = csv_text(payload)
     # decode_text removed one byte-order mark from UTF-8; Latin-1 text is re-encoded so that Arrow reads UTF-8.
@@ -146,7 +147,7 @@ def _parse_with_csv_module(origin: str, text: str, encoding: str) -> ParsedPaylo
             f"{origin}: the file does not end with a line break; it was cut off during transfer (last line {lines[-1]})"
         )
     # Extra columns are dropped before numbering, so one named like ours cannot clash with the line numbers.
-    frame = pd.DataFrame(rows, columns=names, dtype=object)[list(RAW_COLUMNS)]
+    frame = pd.DataFrame(rows, columns=names, dtype=object)[list(RAW_COLUMNS)].astype(ARROW_TEXT)
     frame.insert(0, SOURCE_LINE, lines)
     return ParsedPayload(frame=frame, encoding=encoding, extra_columns=_extra(names))
 
@@ -252,9 +253,9 @@ def _parse_plain_lines(origin: str, data: bytes, encoding: str) -> ParsedPayload
         return None
     frame = pd.DataFrame({SOURCE_LINE: records + 1})
     columns = table.columns
-    del table  # each Arrow column goes as soon as it is Python text, and no 2-D copy of the frame is made
+    del table  # no 2-D copy of the frame is made
     for column in RAW_COLUMNS:
-        frame[column] = pd.Series(shared_texts(columns.pop(0)), dtype=object, copy=False)
+        frame[column] = pd.Series(pd.array(columns.pop(0), dtype=ARROW_TEXT), copy=False)
     return ParsedPayload(frame=frame, encoding=encoding, extra_columns=_extra(names))
 
 

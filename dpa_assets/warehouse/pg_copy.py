@@ -21,6 +21,7 @@ PG_EPOCH_US = np.datetime64("2000-01-01T00:00:00", "us")  # binary dates and tim
 PG_EPOCH_DAY = np.datetime64("2000-01-01", "D")
 ROWS_PER_SLICE = 20_000  # a few MiB of buffer and index arrays at a time
 SEND_BYTES = 1 << 20
+SCATTER_BYTES = 1 << 20
 
 
 Fields = list[tuple[np.ndarray, np.ndarray]]  # per column: (byte size per row or -1 for NULL, payload bytes)
@@ -112,8 +113,17 @@ def _scatter_variable(buffer: np.ndarray, at: np.ndarray, sizes: np.ndarray, pay
     """Copy each row's bytes (``payload`` holds them back to back, in row order) to its place."""
     if not len(payload):
         return
-    source_starts = np.cumsum(sizes) - sizes
-    buffer[np.repeat(at - source_starts, sizes) + np.arange(len(payload))] = payload
+    ends = np.cumsum(sizes)
+    source_starts = ends - sizes
+    shift = at - source_starts
+    # About a MiB of payload at a time: a byte's position takes 8 bytes, twice over (a slice of
+    # 20,000 rejects carries ~20 MiB of JSON: ~300 MiB of positions at once).
+    first = 0
+    while first < len(sizes):
+        last = max(first + 1, int(np.searchsorted(ends, source_starts[first] + SCATTER_BYTES, side="right")))
+        begin, end = int(source_starts[first]), int(ends[last - 1])
+        buffer[np.repeat(shift[first:last], sizes[first:last]) + np.arange(begin, end)] = payload[begin:end]
+        first = last
 
 
 # --- One encoder per column type: a Series -> (byte size per row or -1 for NULL, payload bytes) ---
