@@ -100,13 +100,14 @@ def join_texts(texts: np.ndarray | list[str]) -> JoinedTexts:
     return JoinedTexts(codes=codes, starts=np.cumsum(lengths) - lengths, lengths=lengths)
 
 
-def arrow_joined(column: pa.Array) -> JoinedTexts | None:
+def arrow_joined(column: pa.Array | pa.ChunkedArray) -> JoinedTexts | None:
     """The code points of Arrow texts, read in place (no Python string per value), when every text is ASCII.
 
     In ASCII a byte is a character, so the UTF-8 bytes are the code points and the offsets the starts.
 
     Args:
-        column: Arrow strings (``string`` or ``large_string``) without a null.
+        column: Arrow strings (``string`` or ``large_string``) without a null; a chunked column (Arrow's
+            CSV reader gives a file over ~1 MiB in blocks) is read as one array.
 
     Returns:
         The texts as ``join_texts`` gives them, or None when a text is not ASCII or is missing
@@ -114,6 +115,8 @@ def arrow_joined(column: pa.Array) -> JoinedTexts | None:
     """
     if column.null_count:
         return None
+    if isinstance(column, pa.ChunkedArray):  # the offsets below must run over one buffer
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     width = np.int64 if pa.types.is_large_string(column.type) else np.int32
     _, offsets, data = column.buffers()
     offsets = np.frombuffer(offsets, dtype=width)[column.offset : column.offset + len(column) + 1].astype(np.int64)

@@ -200,6 +200,20 @@ def test_a_csv_day_is_typed_into_arrow_text_without_a_python_object_per_value():
     assert all(outcome.valid[column].dtype == ARROW_TEXT for column in TEXT_COLUMNS)
 
 
+def test_a_day_arrow_reads_in_several_blocks_validates_like_a_small_one():
+    """Arrow's CSV reader hands a file over 1 MiB back in blocks (a chunked column): the same rules apply."""
+    records = generate_day(date.fromisoformat(DAY), rows=12_000, seed=3).records
+    raw = _csv_day(records)
+    assert pa_arrow.array(raw["shipment_id"].array).num_chunks > 1  # what a day of this size looks like
+
+    outcome = validate_freight(raw, DAY)
+
+    single = validate_freight(raw.astype({column: object for column in raw.columns if column != SOURCE_LINE}), DAY)
+    assert outcome.rows_received == len(records) == len(outcome.valid) + outcome.rows_rejected
+    assert facts_checksum(to_facts(outcome.valid, DAY)) == facts_checksum(to_facts(single.valid, DAY))
+    assert outcome.rejects["reasons"].tolist() == single.rejects["reasons"].tolist()
+
+
 def test_text_arrow_cannot_hold_is_quarantined_and_the_rest_typed_into_arrow():
     """A JSON payload can carry a lone surrogate (not UTF-8): its row is rejected, the others are Arrow text."""
     records = [dict(record) for record in generate_day(date.fromisoformat(DAY), rows=20, bad_fraction=0).records]
