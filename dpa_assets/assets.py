@@ -229,16 +229,18 @@ def validate_day(
 
 def refuse_diverged_warehouse(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> None:
     """Fail the step, writing nothing, when committed days Dagster recorded are gone from the warehouse."""
+    url = warehouse.display_url()
+    recorded = recorded_loads(instance, url)  # read once: both checks and the message use it
     try:
         # Before get_engine(), which sets up a warehouse it finds empty: a deleted one stays deleted.
-        verify_warehouse_still_there(instance, warehouse.existing_engine(), warehouse.display_url())
-        verify_warehouse_matches_dagster(instance, warehouse.get_engine(), warehouse.display_url())
+        verify_warehouse_still_there(recorded, warehouse.existing_engine(), url)
+        verify_warehouse_matches_dagster(recorded, warehouse.get_engine(), url)
     except WarehouseDiverged as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
     except ProtectedTableMissing as error:
-        days = ", ".join(day.isoformat() for day in sorted(recorded_loads(instance, warehouse.display_url())))
-        recorded = f"; Dagster recorded loads of {days} in it" if days else ""
-        raise dg.Failure(description=f"{error}{recorded}. Nothing was written.", allow_retries=False) from error
+        days = ", ".join(day.isoformat() for day in sorted(recorded))
+        known = f"; Dagster recorded loads of {days} in it" if days else ""
+        raise dg.Failure(description=f"{error}{known}. Nothing was written.", allow_retries=False) from error
 
 
 def blocked_day_detail(outcome: ValidationOutcome, max_rejection_rate: float) -> str:

@@ -196,8 +196,9 @@ class PayloadArchiveResource(dg.ConfigurableResource):
 
 @functools.cache
 def _engine_for(url: str, lock_timeout_seconds: float) -> Engine:
-    # One engine (pool) per URL per process; the schema is checked once, on first use.
-    engine = create_warehouse_engine(url, lock_timeout_seconds)
+    # One engine (pool) per URL per process, shared with existing_engine(); the schema is checked
+    # once, on first use.
+    engine = _plain_engine_for(url, lock_timeout_seconds)
     ensure_schema(engine)
     return engine
 

@@ -160,7 +160,7 @@ def divergences(
     return problems
 
 
-def verify_warehouse_still_there(instance: dg.DagsterInstance, engine: Engine | None, warehouse: str) -> None:
+def verify_warehouse_still_there(recorded: dict[date, RecordedLoad], engine: Engine | None, warehouse: str) -> None:
     """Stop before anything is set up when a warehouse Dagster recorded loads into is gone as a whole.
 
     Setting up the tables of a deleted SQLite file (or of a PostgreSQL schema wiped of every DPA
@@ -168,11 +168,10 @@ def verify_warehouse_still_there(instance: dg.DagsterInstance, engine: Engine | 
     divergence, but the README promises nothing is recreated empty.
 
     Args:
-        instance: the Dagster instance holding the materialization record.
+        recorded: the loads Dagster recorded into this warehouse (``recorded_loads``).
         engine: the warehouse as it is (``WarehouseResource.existing_engine``); None: the file is gone.
-        warehouse: the warehouse's masked URL, as recorded in materialization metadata.
+        warehouse: the warehouse's masked URL, for the message.
     """
-    recorded = recorded_loads(instance, warehouse)
     if not recorded:
         return
     if engine is not None:
@@ -190,15 +189,14 @@ def verify_warehouse_still_there(instance: dg.DagsterInstance, engine: Engine | 
     )
 
 
-def verify_warehouse_matches_dagster(instance: dg.DagsterInstance, engine: Engine, warehouse: str) -> None:
+def verify_warehouse_matches_dagster(recorded: dict[date, RecordedLoad], engine: Engine, warehouse: str) -> None:
     """Stop before writing when the warehouse lost or changed committed days Dagster knows of.
 
     Args:
-        instance: the Dagster instance holding the materialization record.
+        recorded: the loads Dagster recorded into this warehouse (``recorded_loads``).
         engine: the warehouse engine.
-        warehouse: the warehouse's masked URL, as recorded in materialization metadata.
+        warehouse: the warehouse's masked URL, for the message.
     """
-    recorded = recorded_loads(instance, warehouse)
     if not recorded:
         return
     counts, history = _warehouse_state(engine)
