@@ -30,8 +30,8 @@ from dpa_assets.transforms import facts_checksum, facts_checksum_of_slices
 from dpa_assets.warehouse.engine import WRITE_OPTION
 from dpa_assets.warehouse.pg_copy import copy_frame
 from dpa_assets.warehouse.protection import (
-    FACTS_DIGEST_FUNCTION,
     FactsDigest,
+    facts_digest_query,
     pg_break_glass,
     remove_partition,
     remove_rejects,
@@ -429,7 +429,7 @@ def _bound_values(connection: Connection, column: sa.Column, values: pd.Series) 
 def stored_day_digest(connection: Connection, day: date) -> tuple[int, str | None]:
     """The day's fact rows as the database holds them: (count, digest computed by the database).
 
-    PostgreSQL hashes the rows where they are (``protection.FACTS_DIGEST_FUNCTION``); SQLite has no
+    PostgreSQL hashes the rows where they are (``protection.facts_digest_query``, in parallel); SQLite has no
     such function, so its digest is None and the reconcile check reads the day back instead.
 
     Args:
@@ -440,7 +440,7 @@ def stored_day_digest(connection: Connection, day: date) -> tuple[int, str | Non
         (fact rows stored for the day, digest or None).
     """
     if connection.dialect.name == "postgresql":
-        row = connection.execute(sa.text(f"SELECT * FROM {FACTS_DIGEST_FUNCTION}(:day)"), {"day": day}).one()
+        row = connection.execute(facts_digest_query(), {"day": day}).one()
         return row.row_count, row.digest
     count = connection.execute(
         sa.select(sa.func.count()).select_from(facts).where(facts.c.partition_date == day)

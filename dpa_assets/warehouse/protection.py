@@ -161,6 +161,23 @@ def _facts_row_text() -> str:
     return ", ".join(rendered)
 
 
+def facts_digest_query() -> sa.TextClause:
+    """``FACTS_DIGEST_FUNCTION``'s count and digest of the day ``:day``, as a plain query the client sends.
+
+    The reconcile check sends this instead of calling the function: PL/pgSQL runs its ``SELECT INTO``
+    without parallel workers, while this query lets PostgreSQL hash the day's rows in parallel (about
+    half the time on two cores). md5 is a LATERAL function scan, so it runs once per row (an inlined
+    subquery would run it once per use of ``h``). The same rows give the function's very digest.
+    """
+    return sa.text(
+        f"SELECT count(*) AS row_count, format('{DIGEST_VERSION}:%s:%s',"
+        " coalesce(sum(('x' || left(h, 16))::bit(64)::bigint), 0),"
+        " coalesce(sum(('x' || right(h, 16))::bit(64)::bigint), 0)) AS digest"
+        f" FROM {FACT_TABLE} CROSS JOIN LATERAL md5(ROW({_facts_row_text()})::text) AS h"
+        " WHERE partition_date = :day"
+    )
+
+
 # record_out quotes a field that is empty or holds one of these bytes (isspace in a UTF-8 or C locale).
 _RECORD_QUOTED_BYTES = np.zeros(256, dtype=bool)
 _RECORD_QUOTED_BYTES[list(b'"\\(),\t\n\x0b\f\r ')] = True
