@@ -46,8 +46,16 @@ _NAT = np.iinfo(np.int64).min
 def write_frame(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to the Parquet file ``path``; raises ``TypeError`` for what cannot come back exact."""
     # Row groups of 100,000 rows: the writer encodes a group at a time (a whole 1,000,000-row day at
-    # once held its encoded columns too, ~50 MiB more at the load's peak).
-    pq.write_table(frame_to_table(frame), path, row_group_size=ROW_GROUP_ROWS)
+    # once held its encoded columns too, ~50 MiB more at the load's peak). No dictionaries and no
+    # column statistics: the file is always read whole, and a day wrote ~35% faster without them
+    # (the file grows ~15%, still compressed).
+    pq.write_table(
+        frame_to_table(frame),
+        path,
+        row_group_size=ROW_GROUP_ROWS,
+        use_dictionary=False,
+        write_statistics=False,
+    )
 
 
 ROW_GROUP_ROWS = 100_000
