@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
@@ -192,8 +193,14 @@ _FACTS_SAVEPOINT = "dpa_facts_insert"
 def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[str], partition_date: date) -> set[str]:
     """Which of these shipment ids the fact table holds for a day other than ``partition_date``.
 
-    One query whatever the number of ids, so the database plans it as a whole (index probes or a
-    hash join): PostgreSQL takes them as one array, SQLite as one JSON array read by ``json_each``.
+    One query with every id, so the database plans it as a whole: PostgreSQL takes them as one
+    array, SQLite reads one JSON array (sorted, so its index probes go in the index's order).
+
+    Replacing a loaded day sent the day's own ids too: each was found, and its stored row read only
+    to see it belongs to this very day (~3 s at 1,000,000 rows on PostgreSQL). While the database
+    keeps each id unique, an id the day holds is held by no other day, so PostgreSQL leaves those
+    out first, reading the day's rows in one pass (asked only when the day holds rows: on a new day
+    that pass would cost more than it saves).
 
     Args:
         connection: a warehouse connection (inside the caller's transaction, if any).
@@ -203,24 +210,49 @@ def shipment_ids_held_for_other_days(connection: Connection, shipment_ids: list[
     Returns:
         The ids already loaded for another day.
     """
-    ids = pd.Series([value for value in shipment_ids if isinstance(value, str)], dtype=object)
-    # An id the fact column cannot hold (too long, NUL, not UTF-8) is loaded nowhere, and sending it
-    # would fail the query on PostgreSQL (NUL) or in either driver (a lone surrogate).
-    unique_ids = list(set(ids[texts_fit(ids, FACT_BOUNDS["shipment_id"])]))
+    unique_ids = _storable_ids(shipment_ids)
     if not unique_ids:
         return set()
+    elsewhere = facts.c.partition_date != partition_date
     if connection.dialect.name == "postgresql":
         # One JSON text, unnested into the array: a list parameter is quoted a Python object per id
-        # by the driver (~150 MiB at 1,000,000 ids, a commit's peak).
-        texts = sa.func.json_array_elements_text(sa.cast(sa.bindparam("ids", json.dumps(unique_ids)), postgresql.JSON))
-        listed = facts.c.shipment_id == sa.any_(
-            sa.func.array(sa.select(texts.table_valued("value").c.value).scalar_subquery())
-        )
+        # by the driver (~150 MiB at 1,000,000 ids, a commit's peak). PostgreSQL sorts the array itself.
+        ids = sa.bindparam("ids", json.dumps(unique_ids))
+        received = sa.select(sa.func.json_array_elements_text(sa.cast(ids, postgresql.JSON)).table_valued("value"))
+        if _day_holds_rows(connection, partition_date) and unique_id_index_enforced(connection):
+            received = received.except_(sa.select(facts.c.shipment_id).where(facts.c.partition_date == partition_date))
+        listed = facts.c.shipment_id == sa.any_(sa.func.array(received.scalar_subquery()))
+        query = sa.select(facts.c.shipment_id).where(listed, elsewhere)
     else:
-        values = sa.func.json_each(sa.bindparam("ids", json.dumps(unique_ids))).table_valued("value")
-        listed = facts.c.shipment_id.in_(sa.select(values.c.value))
-    query = sa.select(facts.c.shipment_id).where(listed, facts.c.partition_date != partition_date)
+        # The ids drive, one index probe each, in the index's order: an IN (SELECT ...) list was
+        # first copied into a temporary b-tree (0.4 s per 200,000 ids, even against an empty table).
+        values = sa.func.json_each(sa.bindparam("ids", json.dumps(_in_code_point_order(unique_ids))))
+        values = values.table_valued("value")
+        query = (
+            sa.select(facts.c.shipment_id)
+            .select_from(values.join(facts, facts.c.shipment_id == values.c.value))
+            .where(elsewhere)
+        )
     return set(connection.execute(query).scalars())
+
+
+def _storable_ids(shipment_ids: list[str]) -> list[str]:
+    """The distinct text ids the fact column can hold."""
+    distinct = pd.Series(list({value for value in shipment_ids if isinstance(value, str)}), dtype=object)
+    # An id the fact column cannot hold (too long, NUL, not UTF-8) is loaded nowhere, and sending it
+    # would fail the query on PostgreSQL (NUL) or in either driver (a lone surrogate).
+    return distinct[texts_fit(distinct, FACT_BOUNDS["shipment_id"])].tolist()
+
+
+def _in_code_point_order(ids: list[str]) -> list[str]:
+    """``sorted(ids)``, sorted by Arrow (UTF-8 byte order is code point order) in a tenth of the time."""
+    order = pc.sort_indices(pa.array(ids, type=pa.large_string())).to_numpy()
+    return np.asarray(ids, dtype=object)[order].tolist()
+
+
+def _day_holds_rows(connection: Connection, partition_date: date) -> bool:
+    """Whether the fact table holds any row of the day (one probe of its partition_date index)."""
+    return connection.execute(sa.select(sa.exists().where(facts.c.partition_date == partition_date))).scalar_one()
 
 
 # A unique index the database enforces on every row of the fact table over shipment_id alone:
