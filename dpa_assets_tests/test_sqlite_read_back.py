@@ -108,7 +108,13 @@ def test_a_time_in_another_form_leaves_the_fast_path_and_the_general_one_decides
 
 @pytest.mark.parametrize(
     ("column", "stored"),
-    [("wagon_count", "wagon_count + 0.0"), ("waybill_number", "NULL"), ("customer", "CAST(customer AS BLOB)")],
+    [
+        ("wagon_count", "wagon_count + 0.0"),
+        ("waybill_number", "NULL"),
+        ("customer", "CAST(customer AS BLOB)"),
+        ("revenue_xaf", "CAST(revenue_xaf AS TEXT)"),  # the same digits, as text
+        ("commodity", "12345"),  # a number in a text column
+    ],
 )
 def test_a_value_stored_with_another_type_leaves_the_fast_path(sqlite_url, column, stored):
     engine, _ = _commit(sqlite_url)
