@@ -92,6 +92,26 @@ def test_a_damaged_archived_copy_is_reported_not_trusted(tmp_path):
         archive.store(PARTITION_KEY, _payload())
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[:-1] + bytes([data[-1] ^ 1]),  # one bit, in the last block
+        lambda data: data + b"\n",  # a byte more
+        lambda data: data[:-1],  # a byte less
+    ],
+    ids=["flipped bit", "longer", "shorter"],
+)
+def test_a_large_archived_copy_damaged_anywhere_is_reported(tmp_path, damage):
+    content = CSV_BYTES + b"".join(b"x" * 99 + b"\n" for _ in range(200_000))  # ~20 MB: several blocks
+    archive = _archive(tmp_path)
+    stored = archive.store(PARTITION_KEY, _payload(content))
+    assert stored.read_bytes() == content  # the first receipt's copy is whole
+    stored.write_bytes(damage(content))
+
+    with pytest.raises(OSError, match="does not match the received bytes"):
+        archive.store(PARTITION_KEY, _payload(content))
+
+
 def test_a_landing_day_is_archived_under_its_full_sha256(
     landing_dir, generated_day: GeneratedDay, sqlite_url, tmp_path, instance
 ):

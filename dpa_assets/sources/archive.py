@@ -8,7 +8,6 @@ day's append-only ``receipts.jsonl``, so receiving the same bytes again loses no
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -49,6 +48,18 @@ def _write_once(path: Path, data: bytes) -> None:
             pass  # the same content-addressed bytes, stored by a concurrent receipt
     finally:
         os.unlink(temporary)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file holds exactly ``data``: compared a block at a time, no second SHA-256 of it
+    and no second copy of a large payload in memory."""
+    block = 8 * 1024 * 1024
+    view = memoryview(data)
+    with path.open("rb") as file:
+        for start in range(0, len(data), block):
+            if file.read(block) != view[start : start + block]:
+                return False
+        return file.read(1) == b""
 
 
 def _append_line(path: Path, record: Mapping[str, object]) -> None:
@@ -96,7 +107,7 @@ class DayArchive:
             "archived_at": received_at,
         }
         _write_once(target.with_name(target.name + ".meta.json"), json.dumps(sidecar, indent=2).encode("utf-8"))
-        if hashlib.sha256(target.read_bytes()).hexdigest() != digest:
+        if not _holds(target, payload.content):
             raise OSError(f"archive copy {target} does not match the received bytes (disk fault?)")
         receipt = {"received_at": received_at, "file": target.name, "sha256": digest, "origin": payload.origin}
         _append_line(self.folder / RECEIPTS_LOG, {**receipt, **extra})
