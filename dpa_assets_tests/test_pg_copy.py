@@ -20,7 +20,7 @@ from dpa_assets.warehouse import pg_copy
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import as_records
 from dpa_assets.warehouse.pg_copy import ROWS_PER_SLICE, copy_frame
-from dpa_assets.warehouse.protection import FACTS_DIGEST_FUNCTION, PG_FUNCTIONS, FactsDigest
+from dpa_assets.warehouse.protection import _RECORD_QUOTED_BYTES, FACTS_DIGEST_FUNCTION, PG_FUNCTIONS, FactsDigest
 from dpa_assets.warehouse.tables import facts, metadata, rejects
 
 # Storable text: PostgreSQL text holds no NUL, UTF-8 no lone surrogate (validation rejects both).
@@ -174,6 +174,42 @@ def test_the_digest_of_rows_sent_counts_every_slice(plain_engine):
         found = connection.execute(sa.text(f"SELECT * FROM {FACTS_DIGEST_FUNCTION}('2026-11-20')")).one()
         transaction.rollback()
     assert (digest.rows, digest.hexdigest()) == (rows, found.digest)
+
+
+def test_the_digest_quotes_texts_as_the_database_does_for_every_ascii_character(plain_engine):
+    # record_out quotes a text holding any of a few bytes: each character alone, first, inside and last.
+    characters = [chr(code) for code in range(1, 128)] + ["é", "\u00a0", "🚂"]
+    texts = [form.format(c) for c in characters for form in ("{}", "{}x", "x{}y", "yx{}")]
+    rows = len(texts)
+    frame = pd.DataFrame(
+        {
+            "partition_date": date(2026, 11, 20),
+            "shipment_id": [f"S{n}" for n in range(rows)],
+            **{
+                column: pd.Series(np.roll(texts, n), dtype=pd.StringDtype("pyarrow"))
+                for n, column in enumerate(_TEXT_COLUMNS)
+            },
+            "net_tonnage": 1.5,
+            "wagon_count": 1,
+            "departure_time": pd.Timestamp("2026-11-20", tz="UTC"),
+            "arrival_time": pd.NaT,
+            "revenue_xaf": 7,
+            "load_run_id": pd.Series(texts, dtype=object),
+        }
+    )
+    digest = FactsDigest()
+    with plain_engine.connect() as connection:
+        transaction = connection.begin()
+        _copy_watched(connection, frame, digest)
+        found = connection.execute(sa.text(f"SELECT * FROM {FACTS_DIGEST_FUNCTION}('2026-11-20')")).one()
+        transaction.rollback()
+    assert (digest.rows, digest.hexdigest()) == (rows, found.digest)
+
+
+def test_every_byte_record_out_quotes_is_below_a_dash_or_a_backslash():
+    # FactsDigest looks only at those bytes to find the texts to quote.
+    quoted = set(np.flatnonzero(_RECORD_QUOTED_BYTES))
+    assert quoted and all(byte < ord("-") or byte == ord("\\") for byte in quoted)
 
 
 def _copy_watched(connection: sa.Connection, frame: pd.DataFrame, digest: FactsDigest) -> None:
