@@ -10,6 +10,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,7 @@ from dpa_assets.warehouse import pg_copy
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import as_records
 from dpa_assets.warehouse.pg_copy import ROWS_PER_SLICE, copy_frame
-from dpa_assets.warehouse.protection import FACTS_DIGEST_FUNCTION, PG_FUNCTIONS, FactsDigest
+from dpa_assets.warehouse.protection import _RECORD_QUOTED_BYTES, FACTS_DIGEST_FUNCTION, PG_FUNCTIONS, FactsDigest
 from dpa_assets.warehouse.tables import facts, metadata, rejects
 
 # Storable text: PostgreSQL text holds no NUL, UTF-8 no lone surrogate (validation rejects both).
@@ -28,6 +29,17 @@ _INSTANTS = st.integers(min_value=-62_135_596_800_000_000, max_value=253_402_300
 # psycopg2 binds -0.0 as the SQL expression ``-0.0``, which is 0: the INSERT oracle cannot carry
 # that sign, so it is left out here and checked on its own below (COPY keeps it, as CSV COPY did).
 _FINITE = st.floats(allow_nan=False, allow_infinity=False, width=64).filter(lambda x: x != 0 or math.copysign(1, x) > 0)
+
+
+# Every storage a text column may come in: Arrow's (sent from its own bytes) and Python objects.
+_TEXT_DTYPES = [
+    "object",
+    "string",
+    pd.StringDtype("pyarrow"),
+    pd.StringDtype("pyarrow", na_value=np.nan),
+    pd.ArrowDtype(pa.string()),
+    pd.ArrowDtype(pa.large_string()),
+]
 
 
 def _text(size: int) -> st.SearchStrategy[str]:
@@ -44,11 +56,14 @@ def storable_facts(draw: st.DrawFn, max_rows: int = 8) -> pd.DataFrame:
     """Fact rows the warehouse can hold, with the awkward values a day may carry."""
     rows = draw(st.integers(min_value=1, max_value=max_rows))
     ids = draw(st.lists(_text(64).filter(bool), min_size=rows, max_size=rows, unique=True))
-    texts = {column: [draw(_text(size)) for _ in range(rows)] for column, size in _TEXT_COLUMNS.items()}
+    texts = {
+        column: pd.Series([draw(_text(size)) for _ in range(rows)], dtype=draw(st.sampled_from(_TEXT_DTYPES)))
+        for column, size in _TEXT_COLUMNS.items()
+    }
     return pd.DataFrame(
         {
             "partition_date": [date(2026, 11, 20)] * rows,
-            "shipment_id": pd.Series(ids, dtype=draw(st.sampled_from(["object", "string"]))),
+            "shipment_id": pd.Series(ids, dtype=draw(st.sampled_from(_TEXT_DTYPES))),
             **texts,
             "net_tonnage": [draw(st.one_of(_FINITE, st.sampled_from([5e-324, -1e308, 0.1 + 0.2]))) for _ in ids],
             "wagon_count": [draw(st.integers(-(2**31), 2**31 - 1)) for _ in ids],
@@ -161,6 +176,42 @@ def test_the_digest_of_rows_sent_counts_every_slice(plain_engine):
     assert (digest.rows, digest.hexdigest()) == (rows, found.digest)
 
 
+def test_the_digest_quotes_texts_as_the_database_does_for_every_ascii_character(plain_engine):
+    # record_out quotes a text holding any of a few bytes: each character alone, first, inside and last.
+    characters = [chr(code) for code in range(1, 128)] + ["é", "\u00a0", "🚂"]
+    texts = [form.format(c) for c in characters for form in ("{}", "{}x", "x{}y", "yx{}")]
+    rows = len(texts)
+    frame = pd.DataFrame(
+        {
+            "partition_date": date(2026, 11, 20),
+            "shipment_id": [f"S{n}" for n in range(rows)],
+            **{
+                column: pd.Series(np.roll(texts, n), dtype=pd.StringDtype("pyarrow"))
+                for n, column in enumerate(_TEXT_COLUMNS)
+            },
+            "net_tonnage": 1.5,
+            "wagon_count": 1,
+            "departure_time": pd.Timestamp("2026-11-20", tz="UTC"),
+            "arrival_time": pd.NaT,
+            "revenue_xaf": 7,
+            "load_run_id": pd.Series(texts, dtype=object),
+        }
+    )
+    digest = FactsDigest()
+    with plain_engine.connect() as connection:
+        transaction = connection.begin()
+        _copy_watched(connection, frame, digest)
+        found = connection.execute(sa.text(f"SELECT * FROM {FACTS_DIGEST_FUNCTION}('2026-11-20')")).one()
+        transaction.rollback()
+    assert (digest.rows, digest.hexdigest()) == (rows, found.digest)
+
+
+def test_every_byte_record_out_quotes_is_below_a_dash_or_a_backslash():
+    # FactsDigest looks only at those bytes to find the texts to quote.
+    quoted = set(np.flatnonzero(_RECORD_QUOTED_BYTES))
+    assert quoted and all(byte < ord("-") or byte == ord("\\") for byte in quoted)
+
+
 def _copy_watched(connection: sa.Connection, frame: pd.DataFrame, digest: FactsDigest) -> None:
     """COPY the facts through ``digest`` and create the database's digest function (rolled back with them)."""
     cursor = connection.connection.dbapi_connection.cursor()
@@ -186,6 +237,41 @@ def test_rejects_with_nulls_and_json_are_stored_alike(plain_engine):
     copied, inserted = _both_ways(plain_engine, rejects, frame, "source_line")
     assert copied == inserted
     assert copied[0][3] is None  # NULL, not the text "None" or an empty string
+
+
+def test_arrow_texts_are_sent_from_arrows_own_bytes():
+    texts = pd.Series(["SHP-1", "é", "", "SHP-22"], dtype=pd.StringDtype("pyarrow"))
+    sizes, payload = pg_copy._texts(texts)
+    data = pa.array(texts.array).buffers()[2]
+    assert sizes.tolist() == [5, 2, 0, 6] and payload.tobytes() == "SHP-1éSHP-22".encode()
+    assert data.address <= payload.ctypes.data < data.address + data.size  # a view of Arrow's buffer, no copy
+
+
+def test_arrow_texts_in_chunks_slices_and_with_null_slots_are_stored_alike(plain_engine):
+    # A NULL slot may span bytes in Arrow (here "hidden"); a sliced array starts inside its buffers.
+    spanning = pa.Array.from_buffers(
+        pa.string(),
+        3,
+        [pa.py_buffer(bytes([0b101])), pa.py_buffer(np.array([0, 1, 7, 9], np.int32)), pa.py_buffer(b"ahiddenbc")],
+    )
+    chunked = pa.chunked_array([spanning, pa.array(["x", None, "", "ÉÉ"], pa.string()).slice(1)])
+    rows = len(chunked)
+    frame = pd.DataFrame(
+        {
+            "partition_date": [date(2026, 11, 20)] * rows,
+            "validation_run_id": pd.Series(pd.arrays.ArrowExtensionArray(chunked)).fillna("v"),
+            "source_line": range(rows),
+            "shipment_id": pd.Series(pd.arrays.ArrowExtensionArray(chunked)),
+            "raw_record": pd.Series(["{}"] * 8, dtype=pd.StringDtype("pyarrow"))
+            .iloc[2 : 2 + rows]
+            .reset_index(drop=True),
+            "reasons": pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([["[]"] * 2, ["[ ]"] * 4]))),
+            "reason_summary": "s",
+        }
+    )
+    copied, inserted = _both_ways(plain_engine, rejects, frame, "source_line")
+    assert copied == inserted
+    assert [row[3] for row in copied] == ["a", None, "bc", None, "", "ÉÉ"]
 
 
 def test_many_slices_arrive_whole_and_in_order(plain_engine):
@@ -246,8 +332,8 @@ def test_negative_zero_keeps_its_sign(plain_engine):
     assert stored == "-0"
 
 
-def test_long_values_are_laid_out_a_piece_at_a_time(plain_engine, monkeypatch):
-    """A slice of rejects carries ~1 KiB of JSON a row: its bytes are placed about a MiB at a time, not all at once."""
+def test_long_values_arrive_whole_without_a_position_per_byte(plain_engine):
+    """A slice of rejects carries ~2 KiB of JSON a row: laid out without an index array per byte."""
     rows = 2_000
     records = [f'{{"n": {n}, "text": "{"é" * (n % 7)}{"x" * 2_000}"}}' for n in range(rows)]
     ids = [None if n % 5 == 0 else "" if n % 5 == 1 else f"S{n}" for n in range(rows)]
@@ -271,13 +357,9 @@ def test_long_values_are_laid_out_a_piece_at_a_time(plain_engine, monkeypatch):
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        monkeypatch.setattr(pg_copy, "SCATTER_BYTES", 5)  # pieces smaller than one value, empty and NULL ones
-        _copy(connection, rejects, frame.assign(partition_date=date(2026, 11, 21)))
         stored = connection.exec_driver_sql(
-            "SELECT partition_date, source_line, shipment_id, raw_record FROM freight_rejects ORDER BY source_line"
+            "SELECT source_line, shipment_id, raw_record FROM freight_rejects ORDER BY source_line"
         ).all()
         transaction.rollback()
-    for day in (date(2026, 11, 20), date(2026, 11, 21)):
-        kept = [tuple(row[1:]) for row in stored if row[0] == day]
-        assert kept == list(zip(range(rows), ids, records, strict=True))
+    assert [tuple(row) for row in stored] == list(zip(range(rows), ids, records, strict=True))
     assert peak < 8 * payload  # the positions of every byte at once took ~24 bytes per byte
