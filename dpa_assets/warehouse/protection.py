@@ -181,10 +181,6 @@ def facts_digest_query() -> sa.TextClause:
 # record_out quotes a field that is empty or holds one of these bytes (isspace in a UTF-8 or C locale).
 _RECORD_QUOTED_BYTES = np.zeros(256, dtype=bool)
 _RECORD_QUOTED_BYTES[list(b'"\\(),\t\n\x0b\f\r ')] = True
-try:  # CPython's own MD5: a new hash object costs less than OpenSSL's (~20% of the digest), one per row
-    from _md5 import md5 as _row_md5
-except ImportError:  # a Python built without it: the same hash, by OpenSSL
-    _row_md5 = hashlib.md5
 
 
 class FactsDigest:
@@ -208,7 +204,7 @@ class FactsDigest:
         comma, empty = _text(","), _text("")
         rows = pc.binary_join_element_wise(*rendered, comma, null_handling="replace", null_replacement="")
         rows = pc.binary_join_element_wise(_text("("), rows, _text(")"), empty).cast(pa.large_binary())
-        md5 = _row_md5
+        md5 = hashlib.md5
         halves = np.frombuffer(b"".join([md5(row).digest() for row in rows.to_pylist()]), dtype=">i8")
         for index in (0, 1):  # exact sums, as PostgreSQL's numeric sum of the signed 64-bit halves
             half = halves[index::2].astype(np.int64)
