@@ -164,6 +164,8 @@ _TEXT_DTYPES = [
     pd.ArrowDtype(pa.string()),
     pd.ArrowDtype(pa.large_string()),
     pd.StringDtype("python"),
+    pd.StringDtype("pyarrow", na_value=np.nan),  # pandas' default "str": missing as NaN
+    pd.StringDtype("python", na_value=np.nan),
     object,
 ]
 _edge_floats = st.sampled_from(
