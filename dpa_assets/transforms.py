@@ -674,8 +674,9 @@ def facts_checksum(facts: pd.DataFrame) -> str:
     """SHA-256 of a partition's facts in a canonical text form, equal before and after a DB round trip.
 
     Each row is its values' canonical texts joined by ``\\x1f`` and ended by ``\\x1e``, in shipment id
-    order. Whole columns are turned into text at once and hashed in slices, so a million rows cost
-    about a second and little memory; the digest is the same as value by value (``_canonical``).
+    order. Whole columns are turned into text at once (by Arrow for the pipeline's column types) and
+    hashed in slices, so a million rows cost about half a second and little memory; the digest is the
+    same as value by value (``_canonical``).
 
     Args:
         facts: fact rows (any order, any datetime representation of the same instants).
@@ -721,6 +722,10 @@ def _hash_ordered(update: Callable[[bytes], None], ordered: pd.DataFrame) -> Non
     """Feed the canonical rows of ``ordered`` (already in shipment id order) to ``update``, a slice at a time."""
     for start in range(0, len(ordered), CHECKSUM_SLICE_ROWS):
         part = ordered.iloc[start : start + CHECKSUM_SLICE_ROWS]  # rows first: no copy of the whole day
+        rows = _arrow_rows(part)
+        if rows is not None:  # the pipeline's own column types: no Python string per value
+            update(_value_bytes(rows))
+            continue
         try:
             update(_canonical_block(part, trust_text=True))
         except TypeError:  # a text column holds something else (a missing value, a number): value by value
@@ -734,6 +739,106 @@ def _canonical_block(part: pd.DataFrame, trust_text: bool) -> bytes:
 
 
 CHECKSUM_SLICE_ROWS = 100_000  # bounds the text held at once to a few tens of MiB
+_LARGE_TEXT = pa_arrow.large_string()
+_FIELD_END = pa_arrow.scalar("\x1f", _LARGE_TEXT)
+_ROW_END = pa_arrow.scalar("\x1e", _LARGE_TEXT)
+_NOTHING = pa_arrow.scalar("", _LARGE_TEXT)
+
+
+def _arrow_rows(part: pd.DataFrame) -> pa_arrow.LargeStringArray | None:
+    """The canonical rows of ``part`` (each ended by ``\\x1e``) built by Arrow, or None to render them in Python.
+
+    Arrow joins the columns' texts in C: at a million rows this is several times faster than
+    making a Python string per value and joining them per row, and it gives the same bytes.
+    """
+    texts = []
+    for column in FACT_COLUMNS:
+        text = _arrow_canonical(part[column])
+        if text is None:  # a column type only Python renders exactly: the whole slice goes that way
+            return None
+        texts.append(text)
+    texts[-1] = pc.binary_join_element_wise(texts[-1], _ROW_END, _NOTHING)
+    return pc.binary_join_element_wise(*texts, _FIELD_END)
+
+
+def _value_bytes(texts: pa_arrow.LargeStringArray) -> pa_arrow.Buffer:
+    """The UTF-8 bytes of ``texts`` laid end to end, in place (a sliced array's offsets start past 0)."""
+    _, offsets, data = texts.buffers()
+    if data is None:
+        return pa_arrow.py_buffer(b"")
+    bounds = np.frombuffer(offsets, dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
+    first, last = (int(bounds[0]), int(bounds[-1])) if len(bounds) else (0, 0)
+    return data.slice(first, last - first)
+
+
+def _arrow_canonical(values: pd.Series) -> pa_arrow.LargeStringArray | None:
+    """``_canonical`` of every value of a column as Arrow text, or None for a type left to Python.
+
+    Arrow text is taken as it is (missing as ""), integers are cast by Arrow (the digits ``str`` writes),
+    and floats, timestamps and dates are rendered in Python once per distinct value, then spread.
+    """
+    kind = values.dtype
+    if _arrow_text_type(kind):
+        text = pa_arrow.array(values.array)
+        text = text.combine_chunks() if isinstance(text, pa_arrow.ChunkedArray) else text
+        return text.cast(_LARGE_TEXT).fill_null(_NOTHING)
+    if pd.api.types.is_integer_dtype(kind) and isinstance(kind, np.dtype):
+        return pa_arrow.array(values.to_numpy()).cast(_LARGE_TEXT)
+    once_each = _distinct_rendering(values)
+    if once_each is not None:
+        where, distinct = once_each
+        return pa_arrow.array(distinct, type=_LARGE_TEXT).take(pa_arrow.array(where))
+    if pd.api.types.is_object_dtype(kind):
+        return _object_texts(values.to_numpy())
+    return None
+
+
+def _arrow_text_type(kind: object) -> bool:
+    if isinstance(kind, pd.StringDtype):  # pyarrow or python storage: missing values are pd.NA or None
+        return True
+    return isinstance(kind, pd.ArrowDtype) and kind.pyarrow_dtype in (pa_arrow.string(), _LARGE_TEXT)
+
+
+def _object_texts(values: np.ndarray) -> pa_arrow.LargeStringArray | None:
+    """Text as a database driver returns it (``str``, None for NULL) as Arrow; None for anything else."""
+    kinds = set(map(type, values.tolist()))  # exact types: a str subclass could render differently
+    if not kinds <= {str, type(None)}:
+        return None
+    try:
+        return pa_arrow.array(values, type=_LARGE_TEXT).fill_null(_NOTHING)
+    except UnicodeEncodeError:  # a lone surrogate: the Python path refuses it as it always did
+        return None
+
+
+def _distinct_rendering(values: pd.Series) -> tuple[np.ndarray, list[str]] | None:
+    """For floats, timestamps and a column of dates: each value's index into the canonical texts of the
+    distinct values (rendered once each: a day repeats most times, tonnages and its one date), else None.
+    """
+    kind = values.dtype
+    if isinstance(kind, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(kind):
+        stamps = values.dt.tz_convert("UTC").dt.tz_localize(None) if isinstance(kind, pd.DatetimeTZDtype) else values
+        # Whole microseconds, as isoformat(timespec="microseconds") writes them (years 1-9999: four digits).
+        micro = stamps.to_numpy(dtype="datetime64[us]")
+        return _once_each(micro.view(np.int64), lambda bits: _iso_micro(bits.view("datetime64[us]")))
+    if pd.api.types.is_float_dtype(kind) and isinstance(kind, np.dtype):
+        doubles = values.to_numpy(dtype=np.float64)
+        # By bit pattern, so 0.0 and -0.0 (equal as numbers, written differently) stay apart.
+        return _once_each(
+            doubles.view(np.int64),
+            lambda bits: ["" if x != x else repr(round(x, 6)) for x in bits.view(np.float64).tolist()],
+        )
+    if pd.api.types.is_object_dtype(kind) and len(values) and type(values.iloc[0]) is date:
+        plain = values.to_numpy()
+        if set(map(type, plain.tolist())) == {date}:  # exact type: a datetime is a date too, written otherwise
+            where, days = pd.factorize(plain)
+            return where, [day.isoformat() for day in days]
+    return None
+
+
+def _once_each(bits: np.ndarray, render: Callable[[np.ndarray], list[str]]) -> tuple[np.ndarray, list[str]]:
+    # Hashed, not sorted (np.unique): 64-bit integers have no missing value, so every value gets its code.
+    where, distinct = pd.factorize(bits)
+    return where, render(distinct)
 
 
 def _canonical_texts(values: pd.Series, trust_text: bool = False) -> list[str]:
@@ -742,37 +847,19 @@ def _canonical_texts(values: pd.Series, trust_text: bool = False) -> list[str]:
     With ``trust_text``, a column whose first value is text is given as it is: joining the rows then
     raises ``TypeError`` if any other value is not text, and the caller asks again without trust.
     """
+    once_each = _distinct_rendering(values)
+    if once_each is not None:
+        where, distinct = once_each
+        return np.asarray(distinct, dtype=object)[where].tolist()
     kind = values.dtype
-    if isinstance(kind, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(kind):
-        stamps = values.dt.tz_convert("UTC").dt.tz_localize(None) if isinstance(kind, pd.DatetimeTZDtype) else values
-        # Whole microseconds, as isoformat(timespec="microseconds") writes them (years 1-9999: four digits).
-        micro = stamps.to_numpy(dtype="datetime64[us]")
-        return _rendered_once_each(micro.view(np.int64), lambda bits: _iso_micro(bits.view("datetime64[us]")))
-    if pd.api.types.is_float_dtype(kind) and isinstance(kind, np.dtype):
-        doubles = values.to_numpy(dtype=np.float64)
-        # By bit pattern, so 0.0 and -0.0 (equal as numbers, written differently) stay apart.
-        return _rendered_once_each(
-            doubles.view(np.int64),
-            lambda bits: ["" if x != x else repr(round(x, 6)) for x in bits.view(np.float64).tolist()],
-        )
     if pd.api.types.is_integer_dtype(kind) and isinstance(kind, np.dtype):
         return list(map(str, values.tolist()))
     plain = values.tolist()
     if trust_text and plain and type(plain[0]) is str:
         return plain
-    kinds = set(map(type, plain))  # exact types: a str subclass could render differently
-    if kinds <= {str} or kinds == {date}:
-        if kinds <= {str}:
-            return plain
-        days = {day: day.isoformat() for day in set(plain)}  # a partition holds one day
-        return [days[day] for day in plain]
+    if set(map(type, plain)) <= {str}:  # exact types: a str subclass could render differently
+        return plain
     return [_canonical(value) for value in plain]
-
-
-def _rendered_once_each(bits: np.ndarray, render: Callable[[np.ndarray], list[str]]) -> list[str]:
-    """Render each distinct 64-bit value once (a day repeats most times and tonnages), then spread."""
-    distinct, where = np.unique(bits, return_inverse=True)
-    return np.asarray(render(distinct), dtype=object)[where].tolist()
 
 
 def _iso_micro(stamps: np.ndarray) -> list[str]:

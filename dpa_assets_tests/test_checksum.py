@@ -11,13 +11,28 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpa_assets.freight_model import is_valid_uic_number
 from dpa_assets.schemas import ARROW_TEXT, uic_numbers_valid
 from dpa_assets.sources.generator import generate_day
-from dpa_assets.transforms import FACT_COLUMNS, _canonical, _in_order, facts_checksum, to_facts, validate_freight
+from dpa_assets.transforms import (
+    FACT_COLUMNS,
+    NUMBER_COLUMNS,
+    TIMESTAMP_COLUMNS,
+    WHOLE_NUMBER_COLUMNS,
+    _arrow_rows,
+    _canonical,
+    _in_order,
+    _value_bytes,
+    facts_checksum,
+    facts_checksum_of_slices,
+    to_facts,
+    validate_freight,
+)
 from dpa_assets_tests.test_transforms import frame_of
 
 DAY = "2026-11-20"
@@ -92,6 +107,149 @@ def test_digest_is_the_same_across_slices(monkeypatch):
     whole = facts_checksum(facts)
     monkeypatch.setattr("dpa_assets.transforms.CHECKSUM_SLICE_ROWS", 7)
     assert facts_checksum(facts) == whole == value_by_value_checksum(facts)
+
+
+def value_by_value_rows(facts: pd.DataFrame) -> list[str]:
+    """The oracle's canonical rows, each with its terminator, in the frame's own order."""
+    records = facts.loc[:, list(FACT_COLUMNS)].itertuples(index=False)
+    return ["\x1f".join(_canonical(value) for value in record) + "\x1e" for record in records]
+
+
+def _generated_facts(rows: int, seed: int = 0) -> pd.DataFrame:
+    generated = generate_day(date.fromisoformat(DAY), rows=rows, seed=seed, bad_fraction=0.05)
+    return to_facts(validate_freight(frame_of(generated.records), DAY).valid, DAY)
+
+
+def test_arrow_rows_of_a_generated_day_are_the_value_by_value_rows():
+    """The pipeline's facts (Arrow text, numpy numbers, UTC stamps, one date) take the Arrow path."""
+    facts = _generated_facts(2_000, seed=3)
+    rows = _arrow_rows(facts)
+    assert rows is not None  # the fast path is taken, not the Python fallback
+    assert rows.to_pylist() == value_by_value_rows(facts)
+    assert bytes(_value_bytes(rows)) == "".join(value_by_value_rows(facts)).encode("utf-8")
+
+
+def test_a_generated_day_digests_alike_whole_sliced_and_read_back_in_slices(monkeypatch):
+    facts = _generated_facts(1_500, seed=4)
+    expected = value_by_value_checksum(facts)
+    assert facts_checksum(facts) == expected
+    monkeypatch.setattr("dpa_assets.transforms.CHECKSUM_SLICE_ROWS", 97)  # slices of Arrow arrays at an offset
+    assert facts_checksum(facts) == expected
+    # As read back from the database: text as Python objects, in slices of uneven length.
+    stored = facts.astype({column: object for column in _TEXT_COLUMNS})
+    assert _arrow_rows(stored) is not None
+    parts = [stored.iloc[start : start + 211] for start in range(0, len(stored), 211)]
+    assert facts_checksum_of_slices(parts) == (len(facts), expected)
+
+
+def test_value_bytes_of_a_sliced_array_are_its_own_rows_only():
+    rows = pa.array(["a\x1e", "bé\x1e", None, "c\x1e", "dd\x1e"], type=pa.large_string()).fill_null("")
+    assert bytes(_value_bytes(rows.slice(1, 3))) == "bé\x1e".encode() + b"c\x1e"
+    assert bytes(_value_bytes(rows.slice(4, 0))) == b""
+
+
+_TEXT_COLUMNS = [
+    column
+    for column in FACT_COLUMNS
+    if column not in ("partition_date", *NUMBER_COLUMNS, *WHOLE_NUMBER_COLUMNS, *TIMESTAMP_COLUMNS)
+]
+_storable_texts = st.one_of(
+    st.none(),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=8),  # Arrow holds no lone surrogate
+    st.sampled_from(["", "\x1f", "a\x1eb", "\x00", "é€😀", "Douala–Edéa"]),
+)
+_TEXT_DTYPES = [
+    ARROW_TEXT,
+    pd.StringDtype("pyarrow"),
+    pd.ArrowDtype(pa.string()),
+    pd.ArrowDtype(pa.large_string()),
+    pd.StringDtype("python"),
+    pd.StringDtype("pyarrow", na_value=np.nan),  # pandas' default "str": missing as NaN
+    pd.StringDtype("python", na_value=np.nan),
+    object,
+]
+_edge_floats = st.sampled_from(
+    [-0.0, 0.0, 1e-7, 5e-7, -4.9999e-7, 1e300, -1e-300, 0.1 + 0.2, 1234567.8901234, 2.5e15, 1e16, 123456789.1234565]
+)
+_ZONES = ["UTC", "Africa/Douala", "America/Lima", "Asia/Kathmandu"]
+
+
+def _stamps(draw: st.DrawFn, rows: int) -> pd.Series:
+    instants = [draw(st.one_of(st.none(), _instants)) for _ in range(rows)]
+    micro = pd.Series([np.datetime64("NaT") if s is None else np.datetime64(s, "us") for s in instants])
+    stamps = micro.astype("datetime64[us]").dt.tz_localize("UTC")
+    shape = draw(st.sampled_from(["aware", "naive", "nano"]))
+    if shape == "naive":  # read as UTC
+        return stamps.dt.tz_localize(None)
+    if shape == "nano":  # nanoseconds, within their narrower range
+        nanos = [draw(st.one_of(st.none(), st.integers(-(2**62), 2**62))) for _ in range(rows)]
+        stamps = pd.Series(pd.to_datetime([pd.NaT if n is None else n for n in nanos], unit="ns", utc=True))
+    return stamps.dt.tz_convert(draw(st.sampled_from(_ZONES)))
+
+
+@st.composite
+def typed_fact_frames(draw: st.DrawFn) -> pd.DataFrame:
+    """Frames of the column types the Arrow path renders itself (no fallback)."""
+    rows = draw(st.integers(min_value=0, max_value=12))
+    frame = pd.DataFrame(index=pd.RangeIndex(rows))
+    days = st.just(date(2026, 11, 20)) if draw(st.booleans()) else st.dates()
+    frame["partition_date"] = pd.Series([draw(days) for _ in range(rows)], dtype=object)
+    for column in _TEXT_COLUMNS:
+        frame[column] = pd.Series(
+            [draw(_storable_texts) for _ in range(rows)], dtype=draw(st.sampled_from(_TEXT_DTYPES))
+        )
+    for column in NUMBER_COLUMNS:
+        if draw(st.booleans()):
+            frame[column] = pd.Series([draw(st.one_of(_floats, _edge_floats)) for _ in range(rows)], dtype="float64")
+        else:  # single precision, read as the double it is
+            frame[column] = pd.Series([draw(st.floats(width=32)) for _ in range(rows)], dtype="float32")
+    for column in WHOLE_NUMBER_COLUMNS:
+        frame[column] = pd.Series([draw(st.integers(-(2**63), 2**63 - 1)) for _ in range(rows)], dtype="int64")
+    if draw(st.booleans()):  # a money column kept whole, in narrower and unsigned integer types
+        kind = draw(st.sampled_from([np.int8, np.int32, np.uint16, np.uint64]))
+        bounds = np.iinfo(kind)
+        wholes = [draw(st.integers(int(bounds.min), int(bounds.max))) for _ in range(rows)]
+        frame["revenue_xaf"] = pd.Series(wholes, dtype=kind)
+    for column in TIMESTAMP_COLUMNS:
+        frame[column] = _stamps(draw, rows)
+    return frame
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(typed_fact_frames())
+def test_arrow_rows_are_the_value_by_value_rows(facts: pd.DataFrame):
+    rows = _arrow_rows(facts)
+    assert rows is not None
+    assert rows.to_pylist() == value_by_value_rows(facts)
+    assert facts_checksum(facts) == value_by_value_checksum(facts)
+
+
+@pytest.mark.parametrize(
+    ("column", "odd_values"),
+    [
+        ("revenue_xaf", [1, 2.5, "3"]),  # mixed Python values
+        ("customer", ["a", float("nan"), "b"]),  # text with a float NaN: an object column
+        ("partition_date", [date(2026, 11, 20), pd.Timestamp("2026-11-20T05:00", tz="Africa/Douala"), None]),
+        ("wagon_count", pd.array([1, None, 3], dtype="Int64")),  # a masked integer column
+        ("net_tonnage", pd.array([1.5, None, 3.0], dtype=pd.ArrowDtype(pa.float64()))),
+    ],
+)
+def test_other_column_types_fall_back_to_python_and_digest_alike(column, odd_values):
+    facts = _generated_facts(3, seed=5).head(3).copy()
+    facts[column] = pd.Series(odd_values, index=facts.index, dtype=getattr(odd_values, "dtype", object))
+    assert _arrow_rows(facts) is None  # rendered value by value, as before
+    assert facts_checksum(facts) == value_by_value_checksum(facts)
+
+
+def test_object_text_with_a_lone_surrogate_is_refused_as_before():
+    facts = _generated_facts(3, seed=6).head(3).astype({"customer": object})
+    facts.loc[facts.index[1], "customer"] = "bad\ud800"
+    assert _arrow_rows(facts) is None
+    assert (
+        _digest_or_error(facts_checksum, facts)
+        == "UnicodeEncodeError"
+        == _digest_or_error(value_by_value_checksum, facts)
+    )
 
 
 @settings(max_examples=300, deadline=None)
