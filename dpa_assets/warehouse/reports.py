@@ -72,8 +72,28 @@ def latest_loaded_audit(engine: Engine, partition_date: date) -> dict | None:
 
 def stored_digest(engine: Engine, partition_date: date) -> tuple[int, str | None]:
     """The day's fact rows and their digest, computed by the database now (digest None on SQLite)."""
-    with engine.connect() as connection:
+    with engine.connect() as connection, connection.begin():
+        if connection.dialect.name == "postgresql":
+            let_the_digest_run_in_parallel(connection)
         return stored_day_digest(connection, partition_date)
+
+
+# Until the table is analyzed (autovacuum does it a minute or so after a load), PostgreSQL guesses
+# that a day holds a few hundred rows and hashes a just-loaded day of a million in one process.
+# Workers cost a few milliseconds to start, a small day included; the settings end with the
+# transaction.
+_PARALLEL_DIGEST_SETTINGS = {
+    "parallel_setup_cost": "0",
+    "parallel_tuple_cost": "0",
+    "min_parallel_table_scan_size": "0",
+    "min_parallel_index_scan_size": "0",
+}
+
+
+def let_the_digest_run_in_parallel(connection: sa.Connection) -> None:
+    """Let the digest query of this PostgreSQL transaction use parallel workers whatever the table's statistics."""
+    for name, value in _PARALLEL_DIGEST_SETTINGS.items():
+        connection.execute(sa.select(sa.func.set_config(name, value, True)))
 
 
 def quarantined_count(engine: Engine, partition_date: date, validation_run_id: str) -> int:
