@@ -207,6 +207,10 @@ def _arrow_of(values: pd.Series) -> pa_arrow.Array | None:
 def stripped_texts(values: pd.Series) -> list:
     """``values.str.strip().tolist()``, stripped by Python's ``str.strip`` whether or not Arrow holds the text."""
     arrow = _arrow_of(values)
+    if arrow is not None:
+        joined = arrow_joined(arrow)
+        if joined is not None and not joined.stripped_or_empty().any():  # ASCII, nothing to strip: as they are
+            return arrow.to_numpy(zero_copy_only=False).tolist()
     texts = shared_texts(arrow) if arrow is not None else values.to_numpy(dtype=object)
     return pd.Series(texts, dtype=object).str.strip().tolist()
 

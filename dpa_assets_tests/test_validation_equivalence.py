@@ -194,3 +194,10 @@ def test_each_column_is_typed_as_before(distinct, column, data):
         assert_same_frame(pd.DataFrame({"typed": typed}), pd.DataFrame({"typed": old_typed}))
         assert rows.tolist() == old_rows.tolist()
         assert np.broadcast_to(rules, rows.shape).tolist() == np.broadcast_to(old_rules, old_rows.shape).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["SHP-1", " SHP-1", "SHP-2\t", "", " ", "é "]) | st.text(max_size=4), max_size=20))
+def test_ids_for_the_warehouse_lookup_are_stripped_as_before(values):
+    for series in (pd.Series(values, dtype=object), as_arrow_series(values)):
+        assert list(map(repr, transforms.stripped_texts(series))) == list(map(repr, previous.stripped_texts(series)))
