@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pandera.typing import Series
 
 from dpa_assets.reference import commodity_payloads, station_names
-from dpa_assets.text_vectors import ZERO, JoinedTexts, arrow_joined, ascii_digits, join_texts
+from dpa_assets.text_vectors import ZERO, JoinedTexts, arrow_joined, join_texts
 
 UTC_TIMESTAMP = pd.DatetimeTZDtype(unit="us", tz="UTC")
 # Typed text is held by Arrow: a value costs its UTF-8 bytes and an offset, where a Python str costs
@@ -48,22 +48,44 @@ def uic_numbers_valid(values: pd.Series) -> pd.Series:
         except TypeError:  # not all text: only the texts can be wagon numbers
             textual = np.flatnonzero([isinstance(value, str) for value in texts])
             joined = join_texts(texts[textual])
-    # Twelve characters, each an ASCII digit (str.isdigit alone would take other scripts' digits).
-    shaped = (joined.lengths == 12) & (joined.per_text_sum(~ascii_digits(joined.codes)) == 0)
+    # Twelve characters, each an ASCII digit (str.isdigit alone would take other scripts' digits): only the
+    # texts of twelve characters are read, as a matrix of twelve code points each.
+    twelve = joined.lengths == 12
     valid = np.zeros(len(values), dtype=bool)
-    rows, starts = textual[shaped], joined.starts[shaped]
-    # A slice of numbers at a time: the digit matrix and its positions take 8 bytes a digit (200 MiB
-    # at 1,000,000 rows at once, the validation's peak).
+    rows, starts = textual[twelve], joined.starts[twelve]
+    # Every text twelve long, one after the other (the usual column): the code points are the matrix.
+    laid_out = twelve.all() and joined.codes.size == 12 * len(rows)
+    # A slice of numbers at a time: the matrix's positions take 8 bytes a character (100 MiB at 1,000,000
+    # rows at once, the validation's peak).
     for first in range(0, len(rows), _LUHN_SLICE_ROWS):
         at = starts[first : first + _LUHN_SLICE_ROWS]
-        digits = joined.codes[at[:, None] + np.arange(12)].astype(np.int64) - ZERO
-        # Luhn doubles every other digit from the rightmost payload digit (positions 10, 8, ..., 0).
-        total = _LUHN_DOUBLED[digits[:, 0:11:2]].sum(axis=1) + digits[:, 1:11:2].sum(axis=1)
-        valid[rows[first : first + _LUHN_SLICE_ROWS]] = (10 - total % 10) % 10 == digits[:, 11]
+        if laid_out:
+            codes = joined.codes[12 * first : 12 * (first + len(at))].reshape(len(at), 12)
+        else:
+            codes = joined.codes[at[:, None] + _TWELVE]
+        valid[rows[first : first + _LUHN_SLICE_ROWS]] = _luhn_valid(codes)
     return pd.Series(valid, index=values.index)
 
 
 _LUHN_SLICE_ROWS = 65_536
+_TWELVE = np.arange(12)
+
+
+def _luhn_valid(codes: np.ndarray) -> np.ndarray:
+    """Whether each row of twelve code points is twelve ASCII digits whose last is the Luhn check of the others.
+
+    Column by column: a reduction along rows of twelve is several times slower in NumPy.
+    """
+    digits = codes - codes.dtype.type(ZERO)  # unsigned: a code point below "0" wraps far above 9
+    shaped = digits[:, 11] <= 9
+    total = np.zeros(len(codes), dtype=np.int64)
+    for position in range(11):
+        digit = digits[:, position]
+        shaped &= digit <= 9
+        digit = np.minimum(digit, 9)  # a row not shaped is refused whatever it sums to
+        # Luhn doubles every other digit from the rightmost payload digit (positions 10, 8, ..., 0).
+        total += _LUHN_DOUBLED[digit] if position % 2 == 0 else digit
+    return shaped & ((10 - total % 10) % 10 == digits[:, 11])
 
 
 def _arrow_code_points(values: pd.Series) -> tuple[np.ndarray, JoinedTexts | None]:
@@ -73,6 +95,48 @@ def _arrow_code_points(values: pd.Series) -> tuple[np.ndarray, JoinedTexts | Non
     column = pa_arrow.array(values.array)
     present = column.is_valid().to_numpy(zero_copy_only=False)
     return np.flatnonzero(present), arrow_joined(column.filter(present) if column.null_count else column)
+
+
+def repeats(values: pd.Series) -> np.ndarray:
+    """True for each present value that an earlier row already holds (a missing value: False).
+
+    For Arrow-held text, Arrow finds them with no Python object per value. A day usually comes in id
+    order: a repeat then follows the value it repeats, and one comparison of each value with the one
+    before finds it. Otherwise Arrow's hash numbers the distinct values in order of first appearance.
+    """
+    arrow = _arrow_text(values)
+    if arrow is None or len(arrow) < 2:
+        return (values.duplicated(keep="first") & values.notna()).to_numpy(dtype=bool)
+    if not arrow.null_count and pc.all(pc.less_equal(arrow[:-1], arrow[1:])).as_py():
+        # UTF-8 byte order is code point order, the order str uses: equal values sit side by side.
+        return np.concatenate(([False], pc.equal(arrow[1:], arrow[:-1]).to_numpy(zero_copy_only=False)))
+    index = arrow.dictionary_encode().indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    first = index > np.maximum.accumulate(np.concatenate(([-1], index[:-1])))
+    # Numbered in order of first appearance, value k first appears where the numbers first reach k.
+    if not np.array_equal(index[first], np.arange(np.count_nonzero(first))):  # never seen: ask pandas then
+        return (values.duplicated(keep="first") & values.notna()).to_numpy(dtype=bool)
+    return ~first & (index >= 0)
+
+
+def payloads_of(commodities: pd.Series) -> pd.Series:
+    """``commodities.map(commodity_payloads()).astype(float)``: each code's payload, NaN for an unknown one."""
+    arrow = _arrow_text(commodities)
+    if arrow is None:
+        return commodities.map(commodity_payloads()).astype(float)
+    payloads = commodity_payloads()
+    at = pc.index_in(arrow, value_set=pa_arrow.array(list(payloads), type=arrow.type))
+    known = pa_arrow.array([*payloads.values(), np.nan], type=pa_arrow.float64())
+    return pd.Series(known.take(at.fill_null(len(payloads))).to_numpy(), index=commodities.index)
+
+
+def _arrow_text(values: pd.Series) -> pa_arrow.Array | None:
+    """The Arrow array of Arrow-held text (one chunk), else None."""
+    if not (isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"):
+        return None
+    column = pa_arrow.array(values.array)
+    if isinstance(column, pa_arrow.ChunkedArray):
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
 
 
 class FreightMovement(pa.DataFrameModel):
@@ -126,7 +190,7 @@ class FreightMovement(pa.DataFrameModel):
     def _unique_shipment_id(cls, frame: pd.DataFrame) -> Series[bool]:
         # The first occurrence is kept; later copies of the same id are the resends.
         ids = frame["shipment_id"]
-        return ids.isna() | ~ids.duplicated(keep="first")
+        return pd.Series(~repeats(ids), index=ids.index)
 
     @pa.dataframe_check(name="origin_differs_from_destination")
     @classmethod
@@ -139,7 +203,7 @@ class FreightMovement(pa.DataFrameModel):
     @pa.dataframe_check(name="tonnage_within_wagon_payload")
     @classmethod
     def _tonnage_within_payload(cls, frame: pd.DataFrame) -> Series[bool]:
-        payload = frame["commodity"].map(commodity_payloads()).astype(float)
+        payload = payloads_of(frame["commodity"])
         limit = payload * frame["wagon_count"].astype(float)
         unknown = payload.isna() | limit.isna() | frame["net_tonnage"].isna()
         return unknown | (frame["net_tonnage"] <= limit).fillna(False).astype(bool)

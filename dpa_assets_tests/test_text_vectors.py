@@ -42,8 +42,18 @@ def test_blank_to_na_strips_like_str_strip(values):
     assert received.text.tolist() == expected
     assert received.present.tolist() == [i for i, value in enumerate(expected) if value is not None]
     present_values = [value for value in expected if value is not None]
-    assert received.joined.lengths.tolist() == [len(value) for value in present_values]
-    assert received.joined.unstorable().tolist() == [UNSTORABLE_CHARACTER.search(v) is not None for v in present_values]
+    assert_values_read_as(received, present_values)
+
+
+def assert_values_read_as(received, present_values: list[str]) -> None:
+    """The received values, spread to the rows that hold them, are ``present_values``, code points included."""
+    values = received.texts_of(np.arange(len(received.joined.lengths)))
+    assert [values[at] for at in received.spread(np.arange(len(values)))] == present_values
+    assert [chr(code) for code in received.joined.codes] == list("".join(values))
+    assert received.joined.lengths.tolist() == [len(value) for value in values]
+    assert received.spread(received.joined.unstorable()).tolist() == [
+        UNSTORABLE_CHARACTER.search(value) is not None for value in present_values
+    ]
 
 
 @settings(max_examples=500, deadline=None)
@@ -107,9 +117,5 @@ def test_blank_to_na_of_arrow_text_strips_like_str_strip(values):
     received = _blank_to_na(pd.Series(pd.array(values, dtype=ARROW_TEXT)))
     expected = [value.strip() or None if isinstance(value, str) else None for value in values]
     assert received.text.tolist() == expected
-    present = [i for i, value in enumerate(expected) if value is not None]
-    assert received.present.tolist() == present
-    assert received.texts_at(np.array(present, dtype=np.int64)) == [expected[i] for i in present]
-    present_values = [value for value in expected if value is not None]
-    assert received.joined.lengths.tolist() == [len(value) for value in present_values]
-    assert [chr(code) for code in received.joined.codes] == list("".join(present_values))
+    assert received.present.tolist() == [i for i, value in enumerate(expected) if value is not None]
+    assert_values_read_as(received, [value for value in expected if value is not None])
