@@ -12,8 +12,11 @@ import threading
 from datetime import date
 
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dpa_assets.transforms import facts_checksum
+from dpa_assets.warehouse import ledger
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import PartitionLoad, commit_partition
 from dpa_assets.warehouse.protection import ensure_schema
@@ -258,3 +261,35 @@ def test_without_the_unique_index_an_id_the_day_shares_with_another_day_is_still
 
     assert found == {shared}
     engine.dispose()
+
+
+_AWKWARD_IDS = st.one_of(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=70),  # NUL, quotes, backslashes, control, non-ASCII
+    st.sampled_from(["SHP-1", "SHP-2", "x" * 64, "x" * 65, "é" * 64, "a\x00b", 'a"b', "a\\b", "a\tb", ""]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.lists(st.one_of(_AWKWARD_IDS, st.none()), max_size=40),
+    oddity=st.sampled_from([None, "\ud800", 7, float("nan")]),
+    in_order=st.booleans(),
+)
+def test_the_ids_sent_are_the_distinct_storable_ones_whatever_they_hold(ids, oddity, in_order):
+    received = ids + ([oddity] if oddity is not None else [])
+    expected = ledger._storable_ids(received)  # the value-by-value way: set, bounds per id
+    sent = ledger.storable_ids_json(received, in_order=in_order)
+    if not expected:
+        assert sent is None
+        return
+    decoded = json.loads(sent)
+    assert sorted(decoded) == sorted(expected) and len(decoded) == len(set(decoded))
+    if in_order:
+        assert decoded == sorted(expected)  # code point order, as SQLite's index holds them
+
+
+def test_a_days_ids_are_sent_as_json_by_arrow_when_none_needs_escaping():
+    ids = [f"SHP-20261120-{n:06d}" for n in range(5000, 0, -1)] * 2
+    sent = ledger.storable_ids_json(ids, in_order=True)
+    assert sent.startswith('["SHP-20261120-000001","SHP-20261120-000002"')  # joined as they are, sorted
+    assert json.loads(sent) == sorted(set(ids))
