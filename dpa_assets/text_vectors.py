@@ -15,6 +15,8 @@ import pyarrow as pa
 ZERO, NINE = ord("0"), ord("9")
 _ASCII_SPACE = np.zeros(128, dtype=bool)
 _ASCII_SPACE[[code for code in range(128) if chr(code).isspace()]] = True  # what str.strip removes, in ASCII
+# Indexed by a byte-wide code point: an ASCII space, or a code point above ASCII (left to str.strip).
+_SPACE_OR_WIDE = np.concatenate((_ASCII_SPACE, np.ones(128, dtype=bool)))
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class JoinedTexts:
     def stripped_or_empty(self) -> np.ndarray:
         """True for each text that is empty or that ``str.strip`` would change (some non-ASCII ends included)."""
         edges = self.lengths == 0
+        if not self.codes.size:
+            return edges
+        if self.codes.dtype == np.uint8 and not edges.any():  # the usual column: a table lookup per end
+            return _SPACE_OR_WIDE[self.codes[self.starts]] | _SPACE_OR_WIDE[self.codes[self.ends - 1]]
         filled = ~edges
         for at in (self.starts[filled], self.ends[filled] - 1):
             code = self.codes[at].astype(np.int64)

@@ -278,8 +278,8 @@ def _type_numbers(received: _Received, bound: ColumnBound, whole: bool) -> tuple
     """Typed numbers (float, or Int64 when ``whole``), and the failing rows with their rule."""
     received = received.distinct_if_repeating()
     fraction = not whole and bound.integer_range is None  # a decimal point cannot change what such a column stores
-    if received.arrow is not None and not fraction:  # Arrow's kernels on the bytes: no array per code point
-        plain, mantissa, scale = _plain_whole_numerals(received.arrow)
+    if received.arrow is not None:  # Arrow's kernels on the bytes: no array per code point
+        plain, mantissa, scale = _plain_arrow_numerals(received.arrow, fraction)
     else:
         plain, mantissa, scale = _plain_numerals(received.joined, fraction)
     rules = np.full(len(plain), None, dtype=object)  # per value, as everything up to the spread below
@@ -325,16 +325,23 @@ def _plain_numerals(joined: JoinedTexts, fraction: bool) -> tuple[np.ndarray, np
 NUMERAL_SLICE_TEXTS = 65_536
 
 
-def _plain_whole_numerals(texts: pa_arrow.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_plain_numerals(joined, fraction=False)`` of Arrow texts (none missing), by Arrow's kernels.
+def _plain_arrow_numerals(texts: pa_arrow.Array, fraction: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_plain_numerals(joined, fraction)`` of Arrow texts (none missing), by Arrow's kernels.
 
-    Plain is 1 to 15 ASCII digits (``ascii_is_decimal`` refuses an empty text and other scripts' digits);
-    Arrow reads those digits as the integer they spell.
+    Plain is 1 to 15 ASCII digits, with (``fraction``) at most one decimal point among them: with its first
+    point taken out, the text is digits only (``ascii_is_decimal`` refuses an empty text and other scripts'
+    digits). Arrow reads those digits as the integer they spell; the scale is how many follow the point.
     """
-    plain = pc.and_(pc.ascii_is_decimal(texts), pc.less_equal(pc.binary_length(texts), 15))
-    mantissa = pc.cast(pc.if_else(plain, texts, "0"), pa_arrow.int64())
+    digits = pc.replace_substring(texts, ".", "", max_replacements=1) if fraction else texts
+    length = pc.binary_length(texts)  # bytes: characters, for the ASCII texts that can be plain
+    plain = pc.and_(pc.ascii_is_decimal(digits), pc.less_equal(length, 15))
+    mantissa = pc.cast(pc.if_else(plain, digits, "0"), pa_arrow.int64()).to_numpy(zero_copy_only=False, writable=True)
     plain = plain.to_numpy(zero_copy_only=False)
-    return plain, mantissa.to_numpy(zero_copy_only=False, writable=True), np.zeros(len(plain), dtype=np.int64)
+    if not fraction:
+        return plain, mantissa, np.zeros(len(plain), dtype=np.int64)
+    point = pc.find_substring(texts, ".").to_numpy(zero_copy_only=False).astype(np.int64)  # -1: no point
+    scale = np.where(plain & (point >= 0), length.to_numpy(zero_copy_only=False) - 1 - point, 0)
+    return plain, mantissa, scale
 
 
 def _plain_numerals_of(joined: JoinedTexts, fraction: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
