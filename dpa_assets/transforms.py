@@ -565,11 +565,20 @@ def _report_ranks(failures: list[_RuleFailure]) -> list[np.ndarray]:
     same contexts gives the same order, so a reject's reasons read as they always did.
     """
     sizes = [len(failure.rows) if failure.cells is None else int(failure.cells.sum()) for failure in failures]
-    contexts = np.repeat(np.array([failure.context for failure in failures], dtype=object), sizes)
-    report = pd.DataFrame({"schema_context": contexts}).sort_values("schema_context", ascending=False)
+    contexts = np.repeat(np.array([failure.context.encode() for failure in failures], dtype=bytes), sizes)
     rank = np.empty(len(contexts), dtype=np.int64)
-    rank[report.index.to_numpy()] = np.arange(len(contexts))
+    rank[_report_order(contexts)] = np.arange(len(contexts))
     return np.split(rank, np.cumsum(sizes)[:-1]) if sizes else []
+
+
+def _report_order(contexts: np.ndarray) -> np.ndarray:
+    """``sort_values(ascending=False)``'s order of the contexts, as pandas' ``nargsort`` takes it (no missing value).
+
+    NumPy sorts bytes with the same introsort as Python objects, so the ties land where they did, at a
+    fraction of the cost of comparing Python strings (test_validation_equivalence holds both side by side).
+    """
+    backwards = np.arange(len(contexts))[::-1]
+    return backwards[contexts[::-1].argsort(kind="quicksort")][::-1]
 
 
 _DATAFRAME_RULE_COLUMNS = {

@@ -233,3 +233,13 @@ def test_ends_to_strip_are_found_as_str_strip_says(texts):
     joined = arrow_joined(pa_arrow.array(texts, type=pa_arrow.large_string()))
     if joined is not None:
         assert joined.stripped_or_empty().tolist() == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 200_000), st.floats(0, 1), st.integers(0, 2**32 - 1))
+def test_report_order_is_pandas_sort_of_the_contexts(size, share, seed):
+    # Large days too: below 17 cases NumPy's introsort is an insertion sort, where ties cannot move.
+    contexts = np.where(np.random.default_rng(seed).random(size) < share, "Column", "DataFrameSchema")
+    expected = pd.DataFrame({"schema_context": contexts.astype(object)}).sort_values("schema_context", ascending=False)
+    found = transforms._report_order(contexts.astype(bytes))
+    assert found.tolist() == expected.index.tolist()
