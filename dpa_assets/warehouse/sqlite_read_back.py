@@ -147,7 +147,9 @@ def _require_id_order(ids: pa.Array, last: str | None) -> str:
 
     Arrow compares UTF-8 bytes, whose order is the code point order Python's ``str`` uses.
     """
-    if not pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py() or (last is not None and last > ids[0].as_py()):
+    # ``all`` of no pairs (a one-row slice) is null, not true: such a slice is in order by itself.
+    in_order = len(ids) < 2 or pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py()
+    if not in_order or (last is not None and last > ids[0].as_py()):
         raise _OutOfOrder
     return ids[-1].as_py()
 
