@@ -68,6 +68,15 @@ def test_a_day_read_one_row_at_a_time_is_hashed_by_the_fast_path(sqlite_url):
     engine.dispose()
 
 
+def test_tonnages_and_times_forgotten_between_slices_hash_the_same(sqlite_url, monkeypatch):
+    engine, audit = _commit(sqlite_url)
+    monkeypatch.setattr(sqlite_read_back, "_REMEMBERED", 5)  # forgets every few slices: memory stays bounded
+    assert _fast(engine, slice_rows=3) == (audit["rows_loaded"], audit["content_checksum"])
+    _outside(sqlite_url, f"UPDATE warehouse_facts SET departure_time = substr(departure_time, 1, 19) WHERE {LAST_ROW}")
+    assert _fast(engine, slice_rows=3) is None  # a time met after forgetting is still checked
+    engine.dispose()
+
+
 def test_awkward_values_hash_as_facts_checksum_hashes_them(sqlite_url):
     load = prepared_load(DAY, "run-1", rows=60, seed=4)
     frame = load.facts.copy()

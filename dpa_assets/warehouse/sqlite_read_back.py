@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -119,7 +117,7 @@ def _hash_rows(slices: Iterator[list[tuple]], day_text: str) -> tuple[int, str]:
     digest, count, last = hashlib.sha256(), 0, None
     id_position = _READ.index("shipment_id")
     day = pa.scalar(day_text, _TEXT)
-    doubles: dict[int, str] = {}  # a tonnage's bits -> its canonical text
+    doubles = _Tonnages()
     stamps: set[str] = set()  # times found canonical
     for rows in slices:
         columns = _columns(rows)
@@ -154,28 +152,40 @@ def _require_id_order(ids: pa.Array, last: str | None) -> str:
     return ids[-1].as_py()
 
 
-def _texts(column: sa.Column, values: pa.Array, doubles: dict[int, str], stamps: set[str]) -> pa.Array:
+def _texts(column: sa.Column, values: pa.Array, doubles: _Tonnages, stamps: set[str]) -> pa.Array:
     """A column's canonical texts (``transforms._canonical_texts`` for the commit's stored form)."""
     if isinstance(column.type, sa.DateTime):
         return _stamps(values, stamps)
     if isinstance(column.type, sa.Float):
-        return _doubles(values, doubles)
+        return doubles.texts_of(values)
     return values.cast(_TEXT)  # text as it is; Arrow writes an integer's digits as ``str`` does
 
 
-def _doubles(values: pa.Array, rendered: dict[int, str]) -> pa.Array:
-    """``repr(round(x, 6))`` of each stored double, rendered once per distinct bit pattern."""
-    bits = values.to_numpy().view(np.int64)  # bits: 0.0 and -0.0 stay apart
-    where, distinct = pd.factorize(bits)  # hashed, not sorted
-    if len(rendered) > _REMEMBERED:
-        rendered.clear()
-    texts = []
-    for key, value in zip(distinct.tolist(), distinct.view(np.float64).tolist(), strict=True):
-        text = rendered.get(key)
-        if text is None:
-            text = rendered[key] = repr(round(value, 6))
-        texts.append(text)
-    return pa.array(texts, _TEXT).take(pa.array(where))
+class _Tonnages:
+    """The canonical texts of the tonnages met so far, by bit pattern (0.0 and -0.0 stay apart).
+
+    A day's tonnages repeat from slice to slice: each distinct one is rendered once, and every row
+    finds its text by Arrow's hash lookup, no Python object per row.
+    """
+
+    def __init__(self) -> None:
+        self.bits = pa.array([], pa.int64())
+        self.texts = pa.array([], _TEXT)
+
+    def texts_of(self, values: pa.Array) -> pa.Array:
+        """``repr(round(x, 6))`` of each stored double."""
+        bits = values.view(pa.int64())
+        where = pc.index_in(bits, value_set=self.bits)
+        if where.null_count:  # tonnages not met yet
+            missing = bits.filter(pc.is_null(where))
+            if len(self.bits) > _REMEMBERED:  # memory stays bounded on a day of all different tonnages
+                self.bits, self.texts, missing = self.bits[:0], self.texts[:0], bits
+            new = pc.unique(missing)
+            rendered = [repr(round(value, 6)) for value in new.view(pa.float64()).to_pylist()]
+            self.bits = pa.concat_arrays([self.bits, new])
+            self.texts = pa.concat_arrays([self.texts, pa.array(rendered, _TEXT)])
+            where = pc.index_in(bits, value_set=self.bits)
+        return self.texts.take(where)
 
 
 def _stamps(values: pa.Array, canonical: set[str]) -> pa.Array:
