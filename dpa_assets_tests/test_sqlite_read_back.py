@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from datetime import date
+import tempfile
+from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dpa_assets import checks
-from dpa_assets.transforms import facts_checksum
+from dpa_assets.transforms import FACT_COLUMNS, facts_checksum
 from dpa_assets.warehouse import sqlite_read_back
 from dpa_assets.warehouse.engine import create_warehouse_engine
 from dpa_assets.warehouse.ledger import read_facts
@@ -55,6 +59,21 @@ def test_a_committed_day_is_hashed_by_the_fast_path_to_its_audited_checksum(sqli
     engine, audit = _commit(sqlite_url)
     assert audit["rows_loaded"] > 300
     assert _fast(engine) == (audit["rows_loaded"], audit["content_checksum"])
+    engine.dispose()
+
+
+def test_a_day_read_one_row_at_a_time_is_hashed_by_the_fast_path(sqlite_url):
+    engine, audit = _commit(sqlite_url, prepared_load(DAY, "run-1", rows=40, seed=5))
+    assert _fast(engine, slice_rows=1) == (audit["rows_loaded"], audit["content_checksum"])
+    engine.dispose()
+
+
+def test_tonnages_and_times_forgotten_between_slices_hash_the_same(sqlite_url, monkeypatch):
+    engine, audit = _commit(sqlite_url)
+    monkeypatch.setattr(sqlite_read_back, "_REMEMBERED", 5)  # forgets every few slices: memory stays bounded
+    assert _fast(engine, slice_rows=3) == (audit["rows_loaded"], audit["content_checksum"])
+    _outside(sqlite_url, f"UPDATE warehouse_facts SET departure_time = substr(departure_time, 1, 19) WHERE {LAST_ROW}")
+    assert _fast(engine, slice_rows=3) is None  # a time met after forgetting is still checked
     engine.dispose()
 
 
@@ -171,3 +190,78 @@ def test_no_sorted_order_leaves_the_fast_path(sqlite_url, monkeypatch):
     monkeypatch.setattr(sqlite_read_back, "READ_ORDERS", ("shipment_id DESC",))
     assert _fast(engine) is None
     engine.dispose()
+
+
+# Any stored values: the fast path gives facts_checksum's digest, or None exactly for a value not in the commit's form.
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=6)
+_STAMP = st.datetimes(datetime(1678, 1, 1), datetime(2261, 12, 31, 23, 59, 59, 999999))
+_USUAL = {  # values in the form the commit stores (or the same text a time reads as)
+    "text": _TEXT,
+    "integer": st.integers(-(2**63), 2**63 - 1),
+    "real": st.one_of(st.floats(allow_nan=False), st.sampled_from([-0.0, 0.1 + 0.2, 1e-7, 5e20])),
+    "time": st.one_of(
+        _STAMP.map(lambda stamp: stamp.isoformat(" ", "microseconds")),  # as the commit stores it
+        _STAMP.map(lambda stamp: stamp.isoformat("T", "microseconds")),  # the canonical text of the same instant
+    ),
+}
+_UNUSUAL = {  # values of another type or in another form
+    "text": st.sampled_from([None, b"bytes", 12345, 1.5]),
+    "integer": st.sampled_from([2.0, "7", None, b"7"]),
+    "real": st.sampled_from([3, "1.5", None, b"1.5"]),
+    "time": st.one_of(
+        _STAMP.map(lambda stamp: stamp.isoformat(" ", "milliseconds")),
+        _STAMP.map(lambda stamp: stamp.isoformat(" ", "microseconds") + "+00:00"),
+        st.sampled_from(["1677-06-01 00:00:00.000000", "2026-11-20  10:00:00.000000", b"2026-11-20", 20261120]),
+    ),
+}
+
+
+def _kind(name: str) -> str:
+    kind = facts.c[name].type
+    if isinstance(kind, sa.DateTime):
+        return "time"
+    return "real" if isinstance(kind, sa.Float) else "integer" if isinstance(kind, sa.Integer) else "text"
+
+
+@st.composite
+def _stored_days(draw: st.DrawFn) -> tuple[list[dict], bool]:
+    """A day's rows as someone may have stored them (unique ids, any order); whether all are in the commit's form."""
+    ids = draw(st.lists(_TEXT.filter(bool), min_size=1, max_size=25, unique=True))
+    rows = []
+    for shipment_id in ids:
+        row = {"partition_date": DAY, "shipment_id": shipment_id, "load_run_id": "run-1"}
+        for name in FACT_COLUMNS:
+            if name not in row:
+                arrived = name != "arrival_time" or draw(st.booleans())
+                row[name] = draw(_USUAL[_kind(name)]) if arrived else None  # not arrived: hashed as empty text
+        rows.append(row)
+    usual = draw(st.booleans())
+    if not usual:  # one value somewhere in another form
+        name = draw(st.sampled_from(FACT_COLUMNS[1:]))
+        rows[draw(st.integers(0, len(rows) - 1))][name] = draw(_UNUSUAL[_kind(name)])
+    return draw(st.permutations(rows)), usual
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_stored_days(), st.integers(1, 9))
+def test_any_stored_day_hashes_as_facts_checksum_or_leaves_the_fast_path(day, slice_rows):
+    rows, usual = day
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'warehouse.sqlite'}"
+        engine = create_warehouse_engine(url)
+        ensure_schema(engine)
+        names = facts.c.keys()
+        _outside(url, "DROP TABLE warehouse_facts", f"CREATE TABLE warehouse_facts ({', '.join(names)})")
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as outside:  # each value stored as it is given
+            outside.executemany(
+                f"INSERT INTO warehouse_facts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [tuple(row[name] for name in names) for row in rows],
+            )
+        fast = _fast(engine, slice_rows)
+        if usual:
+            stored = read_facts(engine, [date.fromisoformat(DAY)])
+            assert fast == (len(rows), facts_checksum(stored))
+        else:
+            assert fast is None
+        engine.dispose()

@@ -1,12 +1,14 @@
-"""The SQLite reconcile's fast re-hash: raw cursor columns turned into the checksum's texts, no frame.
+"""The SQLite reconcile's fast re-hash: raw cursor rows turned into the checksum's texts, no frame.
 
 ``facts_checksum`` hashes each fact row as its values' canonical texts joined by ``\\x1f`` and
 ended by ``\\x1e``. Read through SQLAlchemy rows and a pandas frame that cost ~12 s per million
-rows; here the driver's values go straight into column lists: text is already its canonical
-text, integers are written with ``str``, tonnage and times are rendered once per distinct value.
-A value is accepted only in the exact form the commit stores (type checked, times rendered back
-to the very same text); anything else makes this path give up, and the caller re-hashes the day
-the general way, so the digest is always the one ``facts_checksum`` gives.
+rows; here each slice the driver returns goes straight into Arrow columns (in C), and Arrow joins
+the rows in C as ``facts_checksum`` does: text is already its canonical text, integers are cast to
+their digits, tonnages are rendered and times checked once per distinct value. A value is
+accepted only in the exact form the commit stores (SQLite reads any other storage type as NULL,
+which is refused; times are rendered back to the very same text); anything else makes this path
+give up, and the caller re-hashes the day the general way, so the digest is always the one
+``facts_checksum`` gives.
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import date, datetime
-from itertools import repeat
-from operator import itemgetter, le
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dpa_assets.transforms import FACT_COLUMNS
+from dpa_assets.transforms import FACT_COLUMNS, _value_bytes
 from dpa_assets.warehouse.tables import facts
 
 FIELD, ROW_END = "\x1f", "\x1e"  # facts_checksum's separators
+_TEXT = pa.large_string()  # offsets past 2 GiB: a slice's joined rows never overflow
+_FIELD, _ROW_END, _NOTHING = (pa.scalar(text, _TEXT) for text in (FIELD, ROW_END, ""))
 # Tried in turn: the commit inserts a day in shipment id order, so rowid order usually is that
 # order and needs no sort; SQLite sorts by id otherwise. Rows are checked to come in id order.
 READ_ORDERS = ("rowid", "shipment_id")
@@ -76,11 +79,33 @@ def sqlite_day_checksum(connection: Connection, day: date, slice_rows: int) -> t
 
 
 def _selected(name: str) -> str:
-    """The column as read: a stored time with the ISO ``T`` already in place (NULL as empty text)."""
-    if isinstance(facts.c[name].type, sa.DateTime):
-        # A BLOB or number becomes NULL, which the join refuses: only stored text is taken.
+    """The column as read: NULL unless stored with the commit's storage type (a time: text, ``T`` in place).
+
+    Checked by SQLite rather than per value in Python: Arrow, given a type, takes 2 for 2.0 and a
+    BLOB's bytes for text, so only NULL is left to refuse.
+    """
+    kind = facts.c[name].type
+    if isinstance(kind, sa.DateTime):
+        # NULL is read as empty text, as the general path hashes it.
         return f"CASE WHEN typeof({name}) = 'text' THEN replace({name}, ' ', 'T') WHEN {name} IS NULL THEN '' END"
-    return name
+    return f"CASE WHEN typeof({name}) = '{_STORAGE[_arrow_type(kind)]}' THEN {name} END"
+
+
+def _arrow_type(kind: sa.types.TypeEngine) -> pa.DataType:
+    if isinstance(kind, sa.Float):
+        return pa.float64()
+    if isinstance(kind, sa.Integer):
+        return pa.int64()
+    if isinstance(kind, (sa.String, sa.DateTime)):  # a time is read as text
+        return _TEXT
+    raise TypeError(f"no fast rendering for {kind!r}")  # a new column type: add one
+
+
+_STORAGE = {pa.float64(): "real", pa.int64(): "integer", _TEXT: "text"}  # SQLite's typeof names
+_ROW = pa.struct([(name, _arrow_type(facts.c[name].type)) for name in _READ])
+# Distinct tonnages and times recur from slice to slice: each is rendered or checked once, up to
+# this many remembered (then forgotten, to bound memory on a day of all different values).
+_REMEMBERED = 200_000
 
 
 def _slices(cursor: Any, slice_rows: int) -> Iterator[list[tuple]]:  # a sqlite3 cursor
@@ -91,73 +116,95 @@ def _slices(cursor: Any, slice_rows: int) -> Iterator[list[tuple]]:  # a sqlite3
 def _hash_rows(slices: Iterator[list[tuple]], day_text: str) -> tuple[int, str]:
     digest, count, last = hashlib.sha256(), 0, None
     id_position = _READ.index("shipment_id")
+    day = pa.scalar(day_text, _TEXT)
+    doubles = _Tonnages()
+    stamps: set[str] = set()  # times found canonical
     for rows in slices:
-        columns = [list(map(itemgetter(position), rows)) for position in range(len(_READ))]
-        _require_id_order(columns[id_position], last)
-        last = columns[id_position][-1]
-        texts = [
-            repeat(day_text),
-            *(_texts(facts.c[name], values) for name, values in zip(_READ, columns, strict=True)),
-        ]
-        try:
-            block = ROW_END.join(map(FIELD.join, zip(*texts, strict=False))) + ROW_END  # repeat() never ends
-        except TypeError as error:  # a text column holds NULL or a BLOB: not the commit's form
-            raise _Unusual from error
-        digest.update(block.encode("utf-8"))
+        columns = _columns(rows)
+        last = _require_id_order(columns[id_position], last)
+        texts = [_texts(facts.c[name], values, doubles, stamps) for name, values in zip(_READ, columns, strict=True)]
+        texts[-1] = pc.binary_join_element_wise(texts[-1], _ROW_END, _NOTHING)
+        digest.update(_value_bytes(pc.binary_join_element_wise(day, *texts, _FIELD)))
         count += len(rows)
     return count, digest.hexdigest()
 
 
-def _require_id_order(ids: list, last: object) -> None:
-    """Shipment ids non-decreasing within the slice and from the previous one (code point order)."""
+def _columns(rows: list[tuple]) -> list[pa.Array]:
+    """The slice's columns as Arrow, converted in C straight from the row tuples; a NULL is refused."""
     try:
-        if not all(map(le, ids[:-1], ids[1:])) or (last is not None and not le(last, ids[0])):
-            raise _OutOfOrder
-    except TypeError as error:  # an id that is not text
+        columns = pa.array(rows, _ROW).flatten()
+    except (pa.ArrowException, UnicodeEncodeError) as error:  # a lone surrogate: the commit never stores one
         raise _Unusual from error
+    if any(column.null_count for column in columns):  # a value not stored with its column's type (_selected)
+        raise _Unusual
+    return columns
 
 
-def _texts(column: sa.Column, values: list) -> list:
+def _require_id_order(ids: pa.Array, last: str | None) -> str:
+    """Shipment ids non-decreasing within the slice and from the previous one; returns the slice's last id.
+
+    Arrow compares UTF-8 bytes, whose order is the code point order Python's ``str`` uses.
+    """
+    # ``all`` of no pairs (a one-row slice) is null, not true: such a slice is in order by itself.
+    in_order = len(ids) < 2 or pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py()
+    if not in_order or (last is not None and last > ids[0].as_py()):
+        raise _OutOfOrder
+    return ids[-1].as_py()
+
+
+def _texts(column: sa.Column, values: pa.Array, doubles: _Tonnages, stamps: set[str]) -> pa.Array:
     """A column's canonical texts (``transforms._canonical_texts`` for the commit's stored form)."""
     if isinstance(column.type, sa.DateTime):
-        return _stamps(values)
+        return _stamps(values, stamps)
     if isinstance(column.type, sa.Float):
-        return _doubles(values)
-    if isinstance(column.type, sa.Integer):
-        if set(map(type, values)) != {int}:
-            raise _Unusual
-        return list(map(str, values))
-    if isinstance(column.type, sa.String):
-        return values  # joining raises TypeError if one is not text
-    raise TypeError(f"{column.name}: no fast rendering for {column.type!r}")  # a new column type: add one
+        return doubles.texts_of(values)
+    return values.cast(_TEXT)  # text as it is; Arrow writes an integer's digits as ``str`` does
 
 
-def _doubles(values: list) -> list[str]:
-    """``repr(round(x, 6))`` of each stored double, rendered once per distinct bit pattern."""
-    if set(map(type, values)) != {float}:
-        raise _Unusual
-    bits = np.array(values, dtype=np.float64).view(np.int64)  # bits: 0.0 and -0.0 stay apart
-    distinct, where = np.unique(bits, return_inverse=True)
-    rendered = [repr(round(value, 6)) for value in distinct.view(np.float64).tolist()]
-    return np.asarray(rendered, dtype=object)[where].tolist()
+class _Tonnages:
+    """The canonical texts of the tonnages met so far, by bit pattern (0.0 and -0.0 stay apart).
+
+    A day's tonnages repeat from slice to slice: each distinct one is rendered once, and every row
+    finds its text by Arrow's hash lookup, no Python object per row.
+    """
+
+    def __init__(self) -> None:
+        self.bits = pa.array([], pa.int64())
+        self.texts = pa.array([], _TEXT)
+
+    def texts_of(self, values: pa.Array) -> pa.Array:
+        """``repr(round(x, 6))`` of each stored double."""
+        bits = values.view(pa.int64())
+        where = pc.index_in(bits, value_set=self.bits)
+        if where.null_count:  # tonnages not met yet
+            missing = bits.filter(pc.is_null(where))
+            if len(self.bits) > _REMEMBERED:  # memory stays bounded on a day of all different tonnages
+                self.bits, self.texts, missing = self.bits[:0], self.texts[:0], bits
+            new = pc.unique(missing)
+            rendered = [repr(round(value, 6)) for value in new.view(pa.float64()).to_pylist()]
+            self.bits = pa.concat_arrays([self.bits, new])
+            self.texts = pa.concat_arrays([self.texts, pa.array(rendered, _TEXT)])
+            where = pc.index_in(bits, value_set=self.bits)
+        return self.texts.take(where)
 
 
-def _stamps(values: list) -> list:
+def _stamps(values: pa.Array, canonical: set[str]) -> pa.Array:
     """Times as read (``_selected``), refused unless each is a whole ISO 8601 UTC time with microseconds.
 
     Such a text is exactly its instant's canonical text, and the one it was read from (with ``T``
     or a space) reads as that same instant on the general path. Empty text is NULL (or stored
     empty), which the general path also hashes as empty. Each distinct value is checked once.
     """
-    for value in set(values):
+    if len(canonical) > _REMEMBERED:
+        canonical.clear()
+    for value in set(pc.unique(values).to_pylist()) - canonical:
         if value != "" and not _is_canonical_stamp(value):
             raise _Unusual
-    return values  # joining raises TypeError for a NULL: a value that was not text
+        canonical.add(value)
+    return values
 
 
-def _is_canonical_stamp(value: object) -> bool:
-    if type(value) is not str:
-        return False
+def _is_canonical_stamp(value: str) -> bool:
     try:
         stamp = datetime.fromisoformat(value)
     except ValueError:
