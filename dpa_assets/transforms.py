@@ -849,7 +849,7 @@ def _hash_ordered(update: Callable[[bytes], None], ordered: pd.DataFrame) -> Non
         part = ordered.iloc[start : start + CHECKSUM_SLICE_ROWS]  # rows first: no copy of the whole day
         rows = _arrow_rows(part)
         if rows is not None:  # the pipeline's own column types: no Python string per value
-            update(_value_bytes(rows))
+            update(value_bytes(rows))
             continue
         try:
             update(_canonical_block(part, trust_text=True))
@@ -886,7 +886,7 @@ def _arrow_rows(part: pd.DataFrame) -> pa_arrow.LargeStringArray | None:
     return pc.binary_join_element_wise(*texts, _FIELD_END)
 
 
-def _value_bytes(texts: pa_arrow.LargeStringArray) -> pa_arrow.Buffer:
+def value_bytes(texts: pa_arrow.LargeStringArray) -> pa_arrow.Buffer:
     """The UTF-8 bytes of ``texts`` laid end to end, in place (a sliced array's offsets start past 0)."""
     _, offsets, data = texts.buffers()
     if data is None:

@@ -27,11 +27,11 @@ from dpa_assets.transforms import (
     _arrow_rows,
     _canonical,
     _in_order,
-    _value_bytes,
     facts_checksum,
     facts_checksum_of_slices,
     to_facts,
     validate_freight,
+    value_bytes,
 )
 from dpa_assets_tests.test_transforms import frame_of
 
@@ -126,7 +126,7 @@ def test_arrow_rows_of_a_generated_day_are_the_value_by_value_rows():
     rows = _arrow_rows(facts)
     assert rows is not None  # the fast path is taken, not the Python fallback
     assert rows.to_pylist() == value_by_value_rows(facts)
-    assert bytes(_value_bytes(rows)) == "".join(value_by_value_rows(facts)).encode("utf-8")
+    assert bytes(value_bytes(rows)) == "".join(value_by_value_rows(facts)).encode("utf-8")
 
 
 def test_a_generated_day_digests_alike_whole_sliced_and_read_back_in_slices(monkeypatch):
@@ -144,8 +144,8 @@ def test_a_generated_day_digests_alike_whole_sliced_and_read_back_in_slices(monk
 
 def test_value_bytes_of_a_sliced_array_are_its_own_rows_only():
     rows = pa.array(["a\x1e", "bé\x1e", None, "c\x1e", "dd\x1e"], type=pa.large_string()).fill_null("")
-    assert bytes(_value_bytes(rows.slice(1, 3))) == "bé\x1e".encode() + b"c\x1e"
-    assert bytes(_value_bytes(rows.slice(4, 0))) == b""
+    assert bytes(value_bytes(rows.slice(1, 3))) == "bé\x1e".encode() + b"c\x1e"
+    assert bytes(value_bytes(rows.slice(4, 0))) == b""
 
 
 _TEXT_COLUMNS = [

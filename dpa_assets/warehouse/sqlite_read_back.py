@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dpa_assets.transforms import FACT_COLUMNS, _value_bytes
+from dpa_assets.transforms import FACT_COLUMNS, value_bytes
 from dpa_assets.warehouse.tables import facts
 
 FIELD, ROW_END = "\x1f", "\x1e"  # facts_checksum's separators
@@ -124,7 +124,7 @@ def _hash_rows(slices: Iterator[list[tuple]], day_text: str) -> tuple[int, str]:
         last = _require_id_order(columns[id_position], last)
         texts = [_texts(facts.c[name], values, doubles, stamps) for name, values in zip(_READ, columns, strict=True)]
         texts[-1] = pc.binary_join_element_wise(texts[-1], _ROW_END, _NOTHING)
-        digest.update(_value_bytes(pc.binary_join_element_wise(day, *texts, _FIELD)))
+        digest.update(value_bytes(pc.binary_join_element_wise(day, *texts, _FIELD)))
         count += len(rows)
     return count, digest.hexdigest()
 
